@@ -1,0 +1,3 @@
+module github.com/gowatchtower/watchtower
+
+go 1.26

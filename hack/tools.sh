@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Builds or fetches the pinned test components into a cache outside the repository.
+#
+#   hack/tools.sh            every component
+#   hack/tools.sh jaeger     just the named ones
+#   hack/tools.sh --dir      print the cache directory and exit
+#
+# The cache lives in $WATCHTOWER_TOOLS_DIR (default: $XDG_CACHE_HOME/gowatchtower/tools,
+# i.e. ~/.cache/gowatchtower/tools). Each component is built into <name>-<version>/ and marked
+# complete with a .done stamp only after it built, so an interrupted build is redone and a warm
+# cache costs one stat per component. Versions come from tools/versions.env, nowhere else.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../tools/versions.env
+. "$repo/tools/versions.env"
+
+tools_dir=${WATCHTOWER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gowatchtower/tools}
+if [ "${1:-}" = "--dir" ]; then echo "$tools_dir"; exit 0; fi
+
+all=(kubernetes etcd envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck)
+want=("$@")
+[ ${#want[@]} -eq 0 ] && want=("${all[@]}")
+
+die() { echo "tools: $*" >&2; exit 1; }
+log() { echo "tools: $*"; }
+
+mkdir -p "$tools_dir" || die "cannot create the cache directory $tools_dir (set WATCHTOWER_TOOLS_DIR to a writable place)"
+
+# --- prerequisites -----------------------------------------------------------------------------
+
+need_go() {
+  command -v go >/dev/null || die "Go is required (1.26 or newer) and 'go' is not on PATH"
+  local v
+  v=$(go env GOVERSION | sed 's/^go//')
+  local major=${v%%.*} rest=${v#*.}
+  local minor=${rest%%.*}
+  if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 26 ]; }; then
+    die "Go 1.26 or newer is required, found go$v"
+  fi
+}
+
+need_java() {
+  command -v java >/dev/null || die "Java 17 or newer is required to run Apache Kafka and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)"
+  local v
+  v=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+  [ -n "$v" ] || die "cannot tell the Java version from 'java -XshowSettings:properties'"
+  [ "${v%%.*}" -ge 17 ] || die "Java 17 or newer is required to run Apache Kafka, found Java $v"
+  command -v mvn >/dev/null || die "Maven is required to fetch Apache Kafka's jars and 'mvn' is not on PATH (Debian: apt-get install maven)"
+}
+
+# need_disk MiB: refuse to start a build that cannot finish.
+need_disk() {
+  local want_mib=$1 have_mib
+  have_mib=$(df -Pm "$tools_dir" | awk 'NR==2 {print $4}')
+  if [ "$have_mib" -lt "$want_mib" ]; then
+    die "not enough disk for the next build: $tools_dir has ${have_mib} MiB free, need at least ${want_mib} MiB (free some space or set WATCHTOWER_TOOLS_DIR elsewhere)"
+  fi
+  # The Go build and module caches grow too; check their file system as well.
+  local gocache
+  gocache=$(go env GOCACHE)
+  mkdir -p "$gocache"
+  have_mib=$(df -Pm "$gocache" | awk 'NR==2 {print $4}')
+  [ "$have_mib" -ge "$want_mib" ] || die "not enough disk for Go's build cache at $gocache: ${have_mib} MiB free, need ${want_mib} MiB"
+}
+
+# --- helpers -----------------------------------------------------------------------------------
+
+go_build_flags=(-trimpath -ldflags=-s\ -w)
+
+# component NAME VERSION MIB BUILD_FN: runs BUILD_FN with $out (a fresh temp dir) unless the cache
+# already holds NAME-VERSION; on success the temp dir becomes the cache entry.
+component() {
+  local name=$1 version=$2 mib=$3 fn=$4
+  local dest="$tools_dir/$name-$version"
+  if [ -f "$dest/.done" ]; then
+    log "$name $version: cached in $dest"
+    return 0
+  fi
+  need_disk "$mib"
+  local start=$SECONDS
+  log "$name $version: building into $dest (first run only) ..."
+  rm -rf "$dest" "$dest.tmp"
+  out="$dest.tmp"
+  mkdir -p "$out"
+  local logf="$tools_dir/$name-$version.build.log"
+  # Not under `if`: bash ignores `set -e` in a tested subshell, and a build step must not fail
+  # quietly.
+  local rc=0
+  set +e
+  ( set -e; "$fn" ) >"$logf" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$logf" >&2
+    die "$name $version: build failed; full log in $logf"
+  fi
+  touch "$out/.done"
+  mv "$out" "$dest"
+  log "$name $version: built in $((SECONDS - start))s"
+}
+
+# go_module_dir NAME: a scratch module directory for building a program with pinned requirements.
+go_module_dir() {
+  local d="$tools_dir/src/$1"
+  rm -rf "$d"
+  mkdir -p "$d"
+  echo "$d"
+}
+
+# --- components --------------------------------------------------------------------------------
+
+build_kubernetes() {
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 with replace directives pointing
+  # into its own tree; outside that tree each is replaced by its published release instead.
+  local d gomod
+  d=$(go_module_dir "kubernetes-$KUBERNETES_VERSION")
+  cd "$d"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -f "$gomod" ] || { echo "cannot find the go.mod of k8s.io/kubernetes@$KUBERNETES_VERSION"; return 1; }
+  {
+    echo "module gowatchtower.local/tools/kubernetes"
+    echo
+    echo "go 1.26"
+    echo
+    echo "replace ("
+    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => \./staging/src/.*#\t\1 => \1 '"$KUBERNETES_STAGING_VERSION"'#p' "$gomod"
+    echo ")"
+  } >go.mod
+  grep -q 'k8s.io/api =>' go.mod || { echo "no staging replace directives found in $gomod"; return 1; }
+  cat >tools.go <<'EOF'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+EOF
+  go get "k8s.io/kubernetes@$KUBERNETES_VERSION"
+  go mod tidy -e
+  local minor=${KUBERNETES_VERSION#v1.}
+  minor=${minor%%.*}
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  go build -trimpath -ldflags "$ld" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  go build -trimpath -ldflags "$ld" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
+  "$out/kube-apiserver" --version
+}
+
+build_etcd() {
+  local d
+  d=$(go_module_dir "etcd-$ETCD_VERSION")
+  cd "$d"
+  cat >go.mod <<'EOF'
+module gowatchtower.local/tools/etcd
+
+go 1.26
+EOF
+  cat >main.go <<'EOF'
+// Command etcd is the etcd server, built from its Go module: etcdmain.Main is what the
+// upstream etcd binary runs.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go mod tidy
+  go build "${go_build_flags[@]}" -o "$out/etcd" .
+  "$out/etcd" --version
+}
+
+build_envtest() {
+  # The directory controller-runtime's envtest takes as KUBEBUILDER_ASSETS.
+  ln -s "$tools_dir/kubernetes-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
+  ln -s "$tools_dir/kubernetes-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
+  ln -s "$tools_dir/etcd-$ETCD_VERSION/etcd" "$out/etcd"
+  "$out/kube-apiserver" --version && "$out/etcd" --version
+}
+
+go_install() { # go_install PKG@VERSION [go build flags...]
+  local pkg=$1; shift
+  GOBIN="$out" go install "${go_build_flags[@]}" "$@" "$pkg"
+}
+
+# own_module_build MODULE@VERSION: a writable copy of the module's source, built with its own
+# go.mod and go.sum, for programs `go install pkg@version` refuses (replace directives).
+own_module_source() {
+  local dir d
+  dir=$(go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir" ] || { echo "go mod download $1 gave no source directory"; return 1; }
+  d=$(go_module_dir "${1//\//_}")
+  cp -r "$dir/." "$d"
+  chmod -R u+w "$d"
+  echo "$d"
+}
+
+build_jaeger() {
+  # Jaeger's go.mod has a replace directive, so it is built inside its own module.
+  local d
+  d=$(own_module_source "github.com/jaegertracing/jaeger@$JAEGER_VERSION")
+  cd "$d"
+  go build "${go_build_flags[@]}" -o "$out/jaeger" ./cmd/jaeger
+  "$out/jaeger" version
+}
+
+build_prometheus() {
+  # remove_all_sd drops the cloud service-discovery SDKs; static, file and HTTP discovery stay.
+  go_install "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" -tags remove_all_sd
+  go_install "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" -tags remove_all_sd
+  "$out/prometheus" --version
+}
+
+build_alertmanager() {
+  go_install "github.com/prometheus/alertmanager/cmd/alertmanager@$ALERTMANAGER_VERSION"
+  go_install "github.com/prometheus/alertmanager/cmd/amtool@$ALERTMANAGER_VERSION"
+  "$out/alertmanager" --version
+}
+
+build_builder() { go_install "go.opentelemetry.io/collector/cmd/builder@$COLLECTOR_VERSION"; "$out/builder" version; }
+
+build_telemetrygen() {
+  go_install "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@$TELEMETRYGEN_VERSION"
+  "$out/telemetrygen" --help >/dev/null
+}
+
+build_staticcheck() { go_install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"; "$out/staticcheck" -version; }
+
+build_kafka() {
+  # The broker, its tools (console producer/consumer, storage formatter) and a log4j2 backend,
+  # resolved from Maven Central with the dependency plugin.
+  mvn -B -q -f "$repo/tools/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/libs"
+  cp "$repo/tools/kafka/log4j2.properties" "$out/log4j2.properties"
+  ls "$out/libs" | grep -q "^kafka_2.13-$KAFKA_VERSION.jar$"
+}
+
+for name in "${want[@]}"; do
+  case $name in
+    kubernetes)   need_go; component kubernetes "$KUBERNETES_VERSION" 6000 build_kubernetes ;;
+    etcd)         need_go; component etcd "$ETCD_VERSION" 2000 build_etcd ;;
+    envtest)      component envtest "$KUBERNETES_VERSION-etcd-$ETCD_VERSION" 10 build_envtest ;;
+    jaeger)       need_go; component jaeger "$JAEGER_VERSION" 4000 build_jaeger ;;
+    prometheus)   need_go; component prometheus "$PROMETHEUS_VERSION" 4000 build_prometheus ;;
+    alertmanager) need_go; component alertmanager "$ALERTMANAGER_VERSION" 2000 build_alertmanager ;;
+    builder)      need_go; component builder "$COLLECTOR_VERSION" 1000 build_builder ;;
+    telemetrygen) need_go; component telemetrygen "$TELEMETRYGEN_VERSION" 2000 build_telemetrygen ;;
+    staticcheck)  need_go; component staticcheck "$STATICCHECK_VERSION" 500 build_staticcheck ;;
+    kafka)        need_java; component kafka "$KAFKA_VERSION" 500 build_kafka ;;
+    *) die "unknown component '$name'; known: ${all[*]}" ;;
+  esac
+done

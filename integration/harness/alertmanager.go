@@ -1,0 +1,168 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Alertmanager is a real Alertmanager whose only receiver is a webhook.
+type Alertmanager struct {
+	// URL is the base URL, e.g. "http://127.0.0.1:9093"; Addr is its "127.0.0.1:port".
+	URL, Addr string
+	proc      *Process
+}
+
+// StartAlertmanager starts Alertmanager routing every alert to webhookURL (see NewWebhookSink)
+// with short group waits, clustering off, and waits for /-/ready.
+func StartAlertmanager(t testing.TB, webhookURL string) *Alertmanager {
+	t.Helper()
+	tools := MustTools(t)
+	bin := tools.Path(t, "alertmanager", "ALERTMANAGER_VERSION", "alertmanager")
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`route:
+  receiver: webhook
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: webhook
+    webhook_configs:
+      - url: %q
+        send_resolved: true
+`, webhookURL)
+	cfgPath := filepath.Join(dir, "alertmanager.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := Loopback(FreePort(t))
+	am := &Alertmanager{URL: "http://" + addr, Addr: addr}
+	am.proc = StartProcess(t, ProcessSpec{
+		Name: "alertmanager",
+		Path: bin,
+		Args: []string{
+			"--config.file=" + cfgPath,
+			"--storage.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
+			"--cluster.listen-address=", // no gossip: a single test instance
+		},
+		Dir: dir,
+	})
+	am.proc.MustWaitReady(t, 30*time.Second, HTTPStatusOK(am.URL+"/-/ready"))
+	return am
+}
+
+// Process is the server's process.
+func (a *Alertmanager) Process() *Process { return a.proc }
+
+// PostAlert sends one firing alert through the v2 API, as Prometheus does.
+func (a *Alertmanager) PostAlert(ctx context.Context, labels, annotations map[string]string) error {
+	body, _ := json.Marshal([]map[string]any{{
+		"labels":      labels,
+		"annotations": annotations,
+		"startsAt":    time.Now().UTC().Format(time.RFC3339),
+	}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL+"/api/v2/alerts", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("POST /api/v2/alerts: %s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+// WebhookMessage is Alertmanager's webhook payload (version 4).
+type WebhookMessage struct {
+	Version      string            `json:"version"`
+	Status       string            `json:"status"`
+	Receiver     string            `json:"receiver"`
+	GroupLabels  map[string]string `json:"groupLabels"`
+	CommonLabels map[string]string `json:"commonLabels"`
+	Alerts       []WebhookAlert    `json:"alerts"`
+}
+
+// WebhookAlert is one alert of a WebhookMessage.
+type WebhookAlert struct {
+	Status      string            `json:"status"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	StartsAt    time.Time         `json:"startsAt"`
+}
+
+// WebhookSink is an HTTP endpoint that records every Alertmanager webhook it receives — the
+// stand-in for Slack, Teams or a pager in tests.
+type WebhookSink struct {
+	URL string
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	messages []WebhookMessage
+	changed  chan struct{}
+}
+
+// NewWebhookSink starts a sink on a loopback port, closed when the test ends.
+func NewWebhookSink(t testing.TB) *WebhookSink {
+	t.Helper()
+	s := &WebhookSink{changed: make(chan struct{})}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m WebhookMessage
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&m); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.messages = append(s.messages, m)
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.mu.Unlock()
+	}))
+	s.URL = s.srv.URL
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// Messages returns a copy of what the sink received so far.
+func (s *WebhookSink) Messages() []WebhookMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]WebhookMessage(nil), s.messages...)
+}
+
+// WaitFor blocks until match accepts one received alert, and returns it.
+func (s *WebhookSink) WaitFor(ctx context.Context, match func(WebhookMessage, WebhookAlert) bool) (WebhookAlert, error) {
+	for {
+		s.mu.Lock()
+		msgs, changed := s.messages, s.changed
+		s.mu.Unlock()
+		for _, m := range msgs {
+			for _, a := range m.Alerts {
+				if match(m, a) {
+					return a, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return WebhookAlert{}, fmt.Errorf("no matching alert arrived at the webhook (%d messages received): %w", len(msgs), ctx.Err())
+		case <-changed:
+		}
+	}
+}

@@ -1,0 +1,256 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Jaeger is a Jaeger v2 server (in-memory storage) with OTLP receivers and the query API.
+type Jaeger struct {
+	// OTLPGRPC and OTLPHTTP are the receivers' "127.0.0.1:port" endpoints.
+	OTLPGRPC, OTLPHTTP string
+	// QueryURL is the base URL of the HTTP query API, e.g. "http://127.0.0.1:16686".
+	QueryURL string
+	proc     *Process
+}
+
+// StartJaeger starts Jaeger with every port on a free loopback port — its defaults (4317,
+// 16686, 8888, ...) would collide with the collector under test — and waits for its health
+// check. Jaeger's own telemetry stays off for the same reason.
+func StartJaeger(t testing.TB) *Jaeger {
+	t.Helper()
+	tools := MustTools(t)
+	bin := tools.Path(t, "jaeger", "JAEGER_VERSION", "jaeger")
+	dir := t.TempDir()
+	j := &Jaeger{OTLPGRPC: Loopback(FreePort(t)), OTLPHTTP: Loopback(FreePort(t))}
+	queryHTTP, queryGRPC, health := Loopback(FreePort(t)), Loopback(FreePort(t)), Loopback(FreePort(t))
+	j.QueryURL = "http://" + queryHTTP
+	cfg := fmt.Sprintf(`service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    resource:
+      service.name: jaeger
+    metrics:
+      level: none
+    logs:
+      level: info
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: %[5]q
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: %[3]q
+    grpc:
+      endpoint: %[4]q
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %[1]q
+      http:
+        endpoint: %[2]q
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`, j.OTLPGRPC, j.OTLPHTTP, queryHTTP, queryGRPC, health)
+	cfgPath := filepath.Join(dir, "jaeger.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j.proc = StartProcess(t, ProcessSpec{
+		Name:        "jaeger",
+		Path:        bin,
+		Args:        []string{"--config", cfgPath},
+		Dir:         dir,
+		StopTimeout: 5 * time.Second, // it may hang on SIGTERM while exporting; SIGKILL is fine for a test
+	})
+	j.proc.MustWaitReady(t, 60*time.Second, HTTPStatusOK("http://"+health+"/status"))
+	j.proc.MustWaitReady(t, 30*time.Second, HTTPStatusOK(j.QueryURL+"/api/services"))
+	return j
+}
+
+// Process is the server's process.
+func (j *Jaeger) Process() *Process { return j.proc }
+
+// JaegerTrace is a trace as Jaeger's HTTP query API returns it.
+type JaegerTrace struct {
+	TraceID   string                   `json:"traceID"`
+	Spans     []JaegerSpan             `json:"spans"`
+	Processes map[string]JaegerProcess `json:"processes"`
+}
+
+// JaegerSpan is one span of a JaegerTrace.
+type JaegerSpan struct {
+	TraceID       string            `json:"traceID"`
+	SpanID        string            `json:"spanID"`
+	OperationName string            `json:"operationName"`
+	References    []JaegerReference `json:"references"`
+	StartTime     int64             `json:"startTime"` // microseconds since the epoch
+	Duration      int64             `json:"duration"`  // microseconds
+	Tags          []JaegerKeyValue  `json:"tags"`
+	Logs          []JaegerLog       `json:"logs"`
+	ProcessID     string            `json:"processID"`
+}
+
+// JaegerReference links a span to its parent (CHILD_OF) or another span (FOLLOWS_FROM).
+type JaegerReference struct {
+	RefType string `json:"refType"`
+	TraceID string `json:"traceID"`
+	SpanID  string `json:"spanID"`
+}
+
+// JaegerKeyValue is a tag.
+type JaegerKeyValue struct {
+	Key   string `json:"key"`
+	Type  string `json:"type"`
+	Value any    `json:"value"`
+}
+
+// JaegerLog is a span event.
+type JaegerLog struct {
+	Timestamp int64            `json:"timestamp"`
+	Fields    []JaegerKeyValue `json:"fields"`
+}
+
+// JaegerProcess is the emitting service of a span.
+type JaegerProcess struct {
+	ServiceName string           `json:"serviceName"`
+	Tags        []JaegerKeyValue `json:"tags"`
+}
+
+// Tag returns the value of the span tag key, and whether it is set.
+func (s JaegerSpan) Tag(key string) (any, bool) {
+	for _, kv := range s.Tags {
+		if kv.Key == key {
+			return kv.Value, true
+		}
+	}
+	return nil, false
+}
+
+// ParentSpanID returns the span's CHILD_OF parent, or "" for a root span.
+func (s JaegerSpan) ParentSpanID() string {
+	for _, r := range s.References {
+		if r.RefType == "CHILD_OF" {
+			return r.SpanID
+		}
+	}
+	return ""
+}
+
+// Trace returns the trace with the given hex ID; found is false while Jaeger does not have it.
+func (j *Jaeger) Trace(ctx context.Context, traceID string) (tr JaegerTrace, found bool, err error) {
+	var traces []JaegerTrace
+	status, err := j.getJSON(ctx, "/api/traces/"+url.PathEscape(traceID), &traces)
+	if status == http.StatusNotFound {
+		return JaegerTrace{}, false, nil
+	}
+	if err != nil {
+		return JaegerTrace{}, false, err
+	}
+	if len(traces) == 0 {
+		return JaegerTrace{}, false, nil
+	}
+	return traces[0], true, nil
+}
+
+// TraceQuery filters FindTraces. Service is required.
+type TraceQuery struct {
+	Service     string
+	Operation   string
+	MinDuration time.Duration
+	Tags        map[string]string
+	Lookback    time.Duration // default 1h
+	Limit       int           // default 100
+}
+
+// FindTraces searches traces like Jaeger's search form does.
+func (j *Jaeger) FindTraces(ctx context.Context, q TraceQuery) ([]JaegerTrace, error) {
+	v := url.Values{"service": {q.Service}}
+	if q.Operation != "" {
+		v.Set("operation", q.Operation)
+	}
+	if q.MinDuration > 0 {
+		v.Set("minDuration", q.MinDuration.String())
+	}
+	if len(q.Tags) > 0 {
+		b, _ := json.Marshal(q.Tags)
+		v.Set("tags", string(b))
+	}
+	lookback := q.Lookback
+	if lookback == 0 {
+		lookback = time.Hour
+	}
+	end := time.Now().Add(time.Minute)
+	v.Set("start", fmt.Sprint(end.Add(-lookback).UnixMicro()))
+	v.Set("end", fmt.Sprint(end.UnixMicro()))
+	limit := q.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	v.Set("limit", fmt.Sprint(limit))
+	var traces []JaegerTrace
+	_, err := j.getJSON(ctx, "/api/traces?"+v.Encode(), &traces)
+	return traces, err
+}
+
+// Services lists the services Jaeger has spans for.
+func (j *Jaeger) Services(ctx context.Context) ([]string, error) {
+	var s []string
+	_, err := j.getJSON(ctx, "/api/services", &s)
+	return s, err
+}
+
+// getJSON decodes the "data" member of a Jaeger API response.
+func (j *Jaeger) getJSON(ctx context.Context, path string, data any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.QueryURL+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data   json.RawMessage `json:"data"`
+		Errors []struct {
+			Code int    `json:"code"`
+			Msg  string `json:"msg"`
+		} `json:"errors"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return resp.StatusCode, fmt.Errorf("GET %s: %s: decode: %w", path, resp.Status, err)
+	}
+	if resp.StatusCode != http.StatusOK || len(body.Errors) > 0 {
+		return resp.StatusCode, fmt.Errorf("GET %s: %s: %v", path, resp.Status, body.Errors)
+	}
+	if len(body.Data) == 0 || string(body.Data) == "null" {
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, json.Unmarshal(body.Data, data)
+}

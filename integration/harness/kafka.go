@@ -1,0 +1,202 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Kafka is a single-node Apache Kafka broker in KRaft mode (broker and controller in one JVM),
+// run from the jars in the tool cache with the machine's Java.
+type Kafka struct {
+	// Bootstrap is the broker's "127.0.0.1:port".
+	Bootstrap string
+	proc      *Process
+	home      string
+	java      string
+	logConfig string
+}
+
+// StartKafka formats a fresh log directory, starts the broker, and waits until it answers
+// metadata requests.
+func StartKafka(t testing.TB) *Kafka {
+	t.Helper()
+	tools := MustTools(t)
+	home := filepath.Dir(tools.Path(t, "kafka", "KAFKA_VERSION", "libs"))
+	java, err := exec.LookPath("java")
+	if err != nil {
+		t.Fatalf("harness: Kafka needs Java 17 or newer on PATH: %v", err)
+	}
+	dir := t.TempDir()
+	port, ctrlPort := FreePort(t), FreePort(t)
+	props := fmt.Sprintf(`process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:%[2]d
+listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
+advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=%[3]s
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=1
+`, port, ctrlPort, filepath.Join(dir, "data"))
+	propsPath := filepath.Join(dir, "server.properties")
+	if err := os.WriteFile(propsPath, []byte(props), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := &Kafka{Bootstrap: Loopback(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties")}
+
+	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does).
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	clusterID := base64.RawURLEncoding.EncodeToString(id[:])
+	format := exec.Command(java, k.jvmArgs("kafka.tools.StorageTool", "format", "-t", clusterID, "-c", propsPath)...)
+	if out, err := format.CombinedOutput(); err != nil {
+		t.Fatalf("harness: format Kafka storage: %v\n%s", err, out)
+	}
+
+	k.proc = StartProcess(t, ProcessSpec{
+		Name:        "kafka",
+		Path:        java,
+		Args:        k.jvmArgs("kafka.Kafka", propsPath),
+		Dir:         dir,
+		StopTimeout: 20 * time.Second,
+	})
+	k.proc.MustWaitReady(t, 90*time.Second, func(ctx context.Context) error {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Bootstrap))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
+		if err != nil {
+			return err
+		}
+		if len(brokers) == 0 {
+			return errors.New("no brokers in metadata")
+		}
+		return nil
+	})
+	return k
+}
+
+// jvmArgs builds a java command line for a Kafka main class. The heap is bounded: the broker
+// shares a 2-core machine with everything else a test starts.
+func (k *Kafka) jvmArgs(mainClass string, args ...string) []string {
+	return append([]string{
+		"-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+		"-Djava.awt.headless=true",
+		"-Dlog4j2.configurationFile=" + k.logConfig,
+		"-cp", filepath.Join(k.home, "libs", "*"),
+		mainClass,
+	}, args...)
+}
+
+// Process is the broker's process.
+func (k *Kafka) Process() *Process { return k.proc }
+
+// Client returns a franz-go client seeded with the broker, closed when the test ends.
+func (k *Kafka) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.Bootstrap)}, opts...)...)
+	if err != nil {
+		t.Fatalf("harness: kafka client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// CreateTopic creates topic with the given number of partitions.
+func (k *Kafka) CreateTopic(t testing.TB, topic string, partitions int32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(k.Client(t)).CreateTopic(ctx, partitions, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("harness: create topic %q: %v", topic, err)
+	}
+}
+
+// ReadRecords consumes topic from the beginning until it has n records or ctx ends; it returns
+// what it read either way, with ctx's error if it ended early.
+func (k *Kafka) ReadRecords(ctx context.Context, topic string, n int) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(k.Bootstrap),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for len(recs) < n {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return recs, fmt.Errorf("read %q: got %d of %d records: %w", topic, len(recs), n, ctx.Err())
+		}
+		for _, fe := range fetches.Errors() {
+			// A topic that does not exist yet is not an error for a reader waiting for it.
+			if !errors.Is(fe.Err, context.Canceled) && !isRetriable(fe.Err) {
+				return recs, fmt.Errorf("read %q partition %d: %w", fe.Topic, fe.Partition, fe.Err)
+			}
+		}
+		recs = append(recs, fetches.Records()...)
+	}
+	return recs, nil
+}
+
+func isRetriable(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNKNOWN_TOPIC_OR_PARTITION")
+}
+
+// ConsoleConsume reads up to n records of topic from the beginning with Kafka's own
+// kafka-console-consumer (org.apache.kafka.tools.consumer.ConsoleConsumer, from the same
+// jars as the broker) and returns the printed values, one per record.
+func (k *Kafka) ConsoleConsume(ctx context.Context, topic string, n int, timeout time.Duration) ([]string, error) {
+	args := k.jvmArgs("org.apache.kafka.tools.consumer.ConsoleConsumer",
+		"--bootstrap-server", k.Bootstrap,
+		"--topic", topic,
+		"--from-beginning",
+		"--max-messages", strconv.Itoa(n),
+		"--timeout-ms", strconv.FormatInt(timeout.Milliseconds(), 10),
+	)
+	cmd := exec.CommandContext(ctx, k.java, args...)
+	cmd.SysProcAttr = sysProcAttr()
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	out := strings.TrimRight(stdout.String(), "\n")
+	var lines []string
+	if out != "" {
+		lines = strings.Split(out, "\n")
+	}
+	if err != nil {
+		return lines, fmt.Errorf("kafka-console-consumer: %w\n%s", err, stderr.String())
+	}
+	return lines, nil
+}

@@ -1,0 +1,107 @@
+package harness
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Kube is a real kube-apiserver backed by a real etcd, started by controller-runtime's envtest
+// from the cached binaries.
+type Kube struct {
+	Env    *envtest.Environment
+	Config *rest.Config
+	Client client.Client
+}
+
+type kubeConfig struct {
+	apiserverFlags map[string]string
+	crdPaths       []string
+}
+
+// KubeOption configures StartKube.
+type KubeOption func(*kubeConfig)
+
+// WithAPIServerFlag sets an extra kube-apiserver flag, e.g.
+// WithAPIServerFlag("tracing-config-file", path).
+func WithAPIServerFlag(name, value string) KubeOption {
+	return func(c *kubeConfig) { c.apiserverFlags[name] = value }
+}
+
+// WithCRDs installs the CustomResourceDefinitions found at paths (files or directories).
+func WithCRDs(paths ...string) KubeOption {
+	return func(c *kubeConfig) { c.crdPaths = append(c.crdPaths, paths...) }
+}
+
+// lockedBuffer collects a control-plane component's output for printing on failure.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// Bounded: keep the last 1 MiB, enough to see why a start failed.
+	if b.buf.Len() > 1<<20 {
+		rest := b.buf.Bytes()[b.buf.Len()-(512<<10):]
+		b.buf = *bytes.NewBuffer(append([]byte(nil), rest...))
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// StartKube starts etcd and kube-apiserver and registers their shutdown.
+func StartKube(t testing.TB, opts ...KubeOption) *Kube {
+	t.Helper()
+	cfg := kubeConfig{apiserverFlags: map[string]string{}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	tools := MustTools(t)
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:    tools.KubebuilderAssets(t),
+		CRDDirectoryPaths:        cfg.crdPaths,
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: 90 * time.Second,
+		ControlPlaneStopTimeout:  DefaultStopTimeout,
+	}
+	apiLog, etcdLog := &lockedBuffer{}, &lockedBuffer{}
+	api := env.ControlPlane.GetAPIServer()
+	api.Out, api.Err = apiLog, apiLog
+	for k, v := range cfg.apiserverFlags {
+		api.Configure().Set(k, v)
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+
+	restCfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		t.Fatalf("harness: start kube-apiserver and etcd: %v\n--- kube-apiserver log tail ---\n%s\n--- etcd log tail ---\n%s",
+			err, tailLines(apiLog.String(), 60), tailLines(etcdLog.String(), 30))
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("harness: stop kube-apiserver and etcd: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("harness: kube-apiserver log tail:\n%s", tailLines(apiLog.String(), 100))
+			t.Logf("harness: etcd log tail:\n%s", tailLines(etcdLog.String(), 40))
+		}
+	})
+	c, err := client.New(restCfg, client.Options{})
+	if err != nil {
+		t.Fatalf("harness: client for the test API server: %v", err)
+	}
+	return &Kube{Env: env, Config: restCfg, Client: c}
+}

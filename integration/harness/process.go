@@ -1,0 +1,220 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DefaultStopTimeout is how long Stop waits after SIGTERM before it sends SIGKILL.
+const DefaultStopTimeout = 10 * time.Second
+
+// ProcessSpec describes a subprocess to start.
+type ProcessSpec struct {
+	// Name identifies the process in logs and errors, e.g. "kafka".
+	Name string
+	// Path is the executable; Args are its arguments (without argv[0]).
+	Path string
+	Args []string
+	// Env is appended to the test process's environment.
+	Env []string
+	// Dir is the working directory; empty means a fresh temporary directory.
+	Dir string
+	// StopTimeout bounds the wait between SIGTERM and SIGKILL; zero means DefaultStopTimeout.
+	StopTimeout time.Duration
+}
+
+// Process is a running subprocess whose output is captured in a log file.
+type Process struct {
+	spec    ProcessSpec
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	waitErr error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// StartProcess starts spec and registers a cleanup that stops it and, when the test failed,
+// prints the tail of its log.
+func StartProcess(t testing.TB, spec ProcessSpec) *Process {
+	t.Helper()
+	p, err := startProcess(t.TempDir(), spec)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("harness: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("harness: last lines of the %s log (%s):\n%s", p.spec.Name, p.logPath, p.LogTail(64<<10))
+		}
+	})
+	return p
+}
+
+func startProcess(tmp string, spec ProcessSpec) (*Process, error) {
+	if spec.StopTimeout == 0 {
+		spec.StopTimeout = DefaultStopTimeout
+	}
+	if spec.Dir == "" {
+		spec.Dir = filepath.Join(tmp, spec.Name)
+		if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	logPath := filepath.Join(tmp, spec.Name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(spec.Path, spec.Args...)
+	cmd.Dir = spec.Dir
+	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
+	}
+	p := &Process{spec: spec, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Name is the spec's name.
+func (p *Process) Name() string { return p.spec.Name }
+
+// Pid is the process ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// LogPath is the file holding the process's stdout and stderr.
+func (p *Process) LogPath() string { return p.logPath }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// LogTail returns up to the last max bytes of the log.
+func (p *Process) LogTail(max int64) string {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if st.Size() > max {
+		if _, err := f.Seek(st.Size()-max, io.SeekStart); err != nil {
+			return err.Error()
+		}
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+// WaitReady polls check every 100ms until it returns nil, the process exits, or timeout passes.
+// The error names the process and carries the last check error.
+func (p *Process) WaitReady(timeout time.Duration, check func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last error
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		last = check(cctx)
+		ccancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited before it was ready (%v); last readiness error: %v", p.spec.Name, p.waitErr, last)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s: %v", p.spec.Name, timeout, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// MustWaitReady is WaitReady that fails the test, printing the log tail.
+func (p *Process) MustWaitReady(t testing.TB, timeout time.Duration, check func(ctx context.Context) error) {
+	t.Helper()
+	if err := p.WaitReady(timeout, check); err != nil {
+		t.Fatalf("harness: %v\n--- %s log tail ---\n%s", err, p.spec.Name, p.LogTail(16<<10))
+	}
+}
+
+// Stop sends SIGTERM to the process group, waits up to StopTimeout, then sends SIGKILL. It is
+// safe to call more than once. A process that needed SIGKILL is not an error: that is what
+// the timeout is for; the log says so.
+func (p *Process) Stop() error {
+	p.stopOnce.Do(func() {
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		pgid := -p.cmd.Process.Pid
+		if err := syscall.Kill(pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			p.stopErr = fmt.Errorf("stop %s: SIGTERM: %w", p.spec.Name, err)
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(p.spec.StopTimeout):
+		}
+		appendLog(p.logPath, fmt.Sprintf("harness: %s did not exit %s after SIGTERM; sending SIGKILL\n", p.spec.Name, p.spec.StopTimeout))
+		if err := syscall.Kill(pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			p.stopErr = fmt.Errorf("stop %s: SIGKILL: %w", p.spec.Name, err)
+			return
+		}
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.stopErr = fmt.Errorf("stop %s: still running 10s after SIGKILL (pid %d)", p.spec.Name, p.cmd.Process.Pid)
+		}
+	})
+	return p.stopErr
+}
+
+// Killed reports whether the process ended by SIGKILL.
+func (p *Process) Killed() bool {
+	<-p.done
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+func appendLog(path, line string) {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.WriteString(line)
+}
+
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

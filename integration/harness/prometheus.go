@@ -1,0 +1,210 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Prometheus is a real Prometheus server with a query client.
+type Prometheus struct {
+	// URL is the server's base URL, e.g. "http://127.0.0.1:9090".
+	URL  string
+	proc *Process
+}
+
+type promConfig struct {
+	interval     time.Duration
+	targets      []promTarget
+	ruleFiles    []string
+	alertmanager string
+}
+
+type promTarget struct{ job, hostport, path string }
+
+// PrometheusOption configures StartPrometheus.
+type PrometheusOption func(*promConfig)
+
+// WithScrapeTarget adds a scrape job for hostport (e.g. "127.0.0.1:8080") at path.
+func WithScrapeTarget(job, hostport, path string) PrometheusOption {
+	return func(c *promConfig) { c.targets = append(c.targets, promTarget{job, hostport, path}) }
+}
+
+// WithScrapeInterval sets the global scrape and rule evaluation interval (default 1s).
+func WithScrapeInterval(d time.Duration) PrometheusOption {
+	return func(c *promConfig) { c.interval = d }
+}
+
+// WithRuleFiles loads alerting and recording rule files.
+func WithRuleFiles(paths ...string) PrometheusOption {
+	return func(c *promConfig) { c.ruleFiles = append(c.ruleFiles, paths...) }
+}
+
+// WithAlertmanager sends alerts to the Alertmanager at hostport.
+func WithAlertmanager(hostport string) PrometheusOption {
+	return func(c *promConfig) { c.alertmanager = hostport }
+}
+
+// StartPrometheus writes a configuration from opts, starts Prometheus and waits for /-/ready.
+func StartPrometheus(t testing.TB, opts ...PrometheusOption) *Prometheus {
+	t.Helper()
+	cfg := promConfig{interval: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	tools := MustTools(t)
+	bin := tools.Path(t, "prometheus", "PROMETHEUS_VERSION", "prometheus")
+	dir := t.TempDir()
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", cfg.interval, cfg.interval)
+	if len(cfg.ruleFiles) > 0 {
+		b.WriteString("rule_files:\n")
+		for _, f := range cfg.ruleFiles {
+			fmt.Fprintf(&b, "  - %q\n", f)
+		}
+	}
+	if cfg.alertmanager != "" {
+		fmt.Fprintf(&b, "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [%q]\n", cfg.alertmanager)
+	}
+	b.WriteString("scrape_configs:\n")
+	for _, tg := range cfg.targets {
+		fmt.Fprintf(&b, "  - job_name: %q\n    metrics_path: %q\n    static_configs:\n      - targets: [%q]\n", tg.job, tg.path, tg.hostport)
+	}
+	if len(cfg.targets) == 0 {
+		b.WriteString("  []\n")
+	}
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	addr := Loopback(FreePort(t))
+	p := &Prometheus{URL: "http://" + addr}
+	p.proc = StartProcess(t, ProcessSpec{
+		Name: "prometheus",
+		Path: bin,
+		Args: []string{
+			"--config.file=" + cfgPath,
+			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+			"--web.listen-address=" + addr,
+			"--web.enable-lifecycle",
+			"--log.level=info",
+		},
+		Dir: dir,
+	})
+	p.proc.MustWaitReady(t, 60*time.Second, HTTPStatusOK(p.URL+"/-/ready"))
+	return p
+}
+
+// Process is the server's process.
+func (p *Prometheus) Process() *Process { return p.proc }
+
+// Sample is one element of an instant-vector result.
+type Sample struct {
+	Metric map[string]string
+	Value  float64
+	Time   time.Time
+}
+
+// Query evaluates an instant PromQL query now and returns its vector (or scalar, as one
+// sample without labels).
+func (p *Prometheus) Query(ctx context.Context, promql string) ([]Sample, error) {
+	u := p.URL + "/api/v1/query?" + url.Values{"query": {promql}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+		Data      struct {
+			ResultType string          `json:"resultType"`
+			Result     json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, fmt.Errorf("query %q: decode response (%s): %w", promql, resp.Status, err)
+	}
+	if body.Status != "success" {
+		return nil, fmt.Errorf("query %q: %s: %s", promql, body.ErrorType, body.Error)
+	}
+	switch body.Data.ResultType {
+	case "vector":
+		var raw []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		}
+		if err := json.Unmarshal(body.Data.Result, &raw); err != nil {
+			return nil, err
+		}
+		out := make([]Sample, 0, len(raw))
+		for _, r := range raw {
+			s, err := parsePoint(r.Value)
+			if err != nil {
+				return nil, fmt.Errorf("query %q: %w", promql, err)
+			}
+			s.Metric = r.Metric
+			out = append(out, s)
+		}
+		return out, nil
+	case "scalar":
+		var raw [2]any
+		if err := json.Unmarshal(body.Data.Result, &raw); err != nil {
+			return nil, err
+		}
+		s, err := parsePoint(raw)
+		return []Sample{s}, err
+	default:
+		return nil, fmt.Errorf("query %q: result type %q is not an instant vector or scalar", promql, body.Data.ResultType)
+	}
+}
+
+// WaitForQuery polls promql every 500ms until accept returns true for its result, and returns
+// that result; on timeout the error carries the last result.
+func (p *Prometheus) WaitForQuery(ctx context.Context, promql string, accept func([]Sample) bool) ([]Sample, error) {
+	var last []Sample
+	var lastErr error
+	for {
+		last, lastErr = p.Query(ctx, promql)
+		if lastErr == nil && accept(last) {
+			return last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return last, fmt.Errorf("query %q: no acceptable result before %v (last result %v, last error %v)", promql, ctx.Err(), last, lastErr)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func parsePoint(v [2]any) (Sample, error) {
+	ts, ok := v[0].(float64)
+	if !ok {
+		return Sample{}, fmt.Errorf("bad sample timestamp %v", v[0])
+	}
+	str, ok := v[1].(string)
+	if !ok {
+		return Sample{}, fmt.Errorf("bad sample value %v", v[1])
+	}
+	f, err := strconv.ParseFloat(str, 64)
+	if err != nil {
+		return Sample{}, err
+	}
+	sec := int64(ts)
+	return Sample{Value: f, Time: time.Unix(sec, int64((ts-float64(sec))*1e9))}, nil
+}
