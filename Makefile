@@ -55,8 +55,8 @@ test-integration: tools ## tests against the real components started by integrat
 	  exit $$rc
 
 .PHONY: generate
-generate: ## regenerate generated code and docs
-	@echo "make generate: not implemented yet (nothing is generated before the semconv registry lands)" >&2; exit 1
+generate: ## regenerate generated code and docs (semconv constants and docs/semconv.md)
+	go run ./semconv/internal/cmd/semconvgen
 
 .PHONY: bench
 bench: ## benchmarks, written to docs/performance.md
