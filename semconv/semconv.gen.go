@@ -270,4 +270,9 @@ const (
 	TelemetryDroppedUnit           = "{item}"
 	TelemetryDroppedDescription    = "Spans and metric points the SDK dropped instead of exporting, so that a slow or unreachable collector never blocks the operator."
 	TelemetryDroppedPrometheusName = "watchtower_telemetry_dropped_total"
+	// TelemetryExportedName is the counter watchtower.telemetry.exported: Spans and metric points the SDK handed to its exporter successfully. Compare with what arrived downstream (the collector, Kafka) to prove nothing was lost on the way.
+	TelemetryExportedName           = "watchtower.telemetry.exported"
+	TelemetryExportedUnit           = "{item}"
+	TelemetryExportedDescription    = "Spans and metric points the SDK handed to its exporter successfully. Compare with what arrived downstream (the collector, Kafka) to prove nothing was lost on the way."
+	TelemetryExportedPrometheusName = "watchtower_telemetry_exported_total"
 )
