@@ -1,0 +1,319 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	otelctrl "github.com/gowatchtower/watchtower/instrumentation/controllerruntime"
+	"github.com/gowatchtower/watchtower/integration/harness"
+	"github.com/gowatchtower/watchtower/semconv"
+)
+
+// mirrorReconciler keeps a Secret "<name>-mirror" with the data of each labelled ConfigMap: a
+// small controller doing what real ones do — cached reads, writes, owner references, events —
+// and failing on purpose for ConfigMaps that ask for it.
+type mirrorReconciler struct {
+	client.Client
+	recorder record.EventRecorder
+}
+
+func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var cm corev1.ConfigMap
+	if err := r.Get(ctx, req.NamespacedName, &cm); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if cm.Data["fail"] == "true" {
+		r.recorder.Event(&cm, corev1.EventTypeWarning, "MirrorFailed", "asked to fail")
+		return reconcile.Result{}, reconcile.TerminalError(errors.New("mirror refused: the ConfigMap asks to fail"))
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cm.Namespace, Name: cm.Name + "-mirror"}}
+	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, secret, func() error {
+		secret.StringData = cm.Data
+		return controllerutil.SetControllerReference(&cm, secret, r.Scheme())
+	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if op != controllerutil.OperationResultNone {
+		r.recorder.Eventf(&cm, corev1.EventTypeNormal, "Mirrored", "secret %s %s", secret.Name, op)
+	}
+	return reconcile.Result{}, nil
+}
+
+// TestInstrumentedControllerAgainstARealAPIServer runs a controller instrumented the documented
+// way (otelctrl.NewManager + otelctrl.NewControllerManagedBy) against a real kube-apiserver
+// started with --tracing-config-file, and checks what a user would look for in the traces and
+// metrics.
+func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
+	apiserverSpans := harness.NewOTLPSink(t)
+	tracingConfig := filepath.Join(t.TempDir(), "tracing.yaml")
+	// samplingRatePerMillion unset: the API server samples nothing on its own and follows the
+	// sampled parent our transport sends in traceparent.
+	if err := os.WriteFile(tracingConfig, []byte(fmt.Sprintf("apiVersion: apiserver.config.k8s.io/v1\nkind: TracingConfiguration\nendpoint: %s\n", apiserverSpans.Endpoint)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kube := harness.StartKube(t, harness.WithAPIServerFlag("tracing-config-file", tracingConfig))
+
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	opts := []otelctrl.Option{otelctrl.WithTracerProvider(tp), otelctrl.WithMeterProvider(mp), otelctrl.WithPropagator(propagation.TraceContext{})}
+
+	// The operator runs as envtest's admin user, which is in system:masters: the API server
+	// continues its trace. (Other identities get a new trace linked to ours; docs/instrumenting-an-operator.md.)
+	mgr, err := otelctrl.NewManager(kube.Config, manager.Options{
+		Scheme:  scheme.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+	}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const controllerName = "configmap-mirror"
+	r := &mirrorReconciler{Client: mgr.GetClient(), recorder: mgr.GetEventRecorderFor(controllerName)}
+	err = otelctrl.NewControllerManagedBy(mgr, opts...).
+		For(&corev1.ConfigMap{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()["mirror"] == "yes" }))).
+		Owns(&corev1.Secret{}).
+		Named(controllerName).
+		Complete(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer wcancel()
+	for _, cm := range []*corev1.ConfigMap{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"k": "v"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "broken-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"fail": "true"}},
+	} {
+		if err := kube.Client.Create(wctx, cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The real effect of the controller: the mirror Secret exists.
+	for {
+		var s corev1.Secret
+		err := kube.Client.Get(wctx, client.ObjectKey{Namespace: "default", Name: "app-config-mirror"}, &s)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsNotFound(err) || wctx.Err() != nil {
+			t.Fatalf("the mirror Secret never appeared: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The reconcile that created the Secret: its trace holds the API calls, cache reads marked.
+	var root sdktrace.ReadOnlySpan
+	var failed sdktrace.ReadOnlySpan
+	deadline := time.Now().Add(30 * time.Second)
+	for (root == nil || failed == nil) && time.Now().Before(deadline) {
+		for _, s := range spans.Ended() {
+			if s.Name() != "reconcile "+controllerName {
+				continue
+			}
+			name := attr(s, semconv.ObjectNameKey)
+			if name == "app-config" && root == nil && hasChild(spans.Ended(), s, "create Secret") {
+				root = s
+			}
+			if name == "broken-config" {
+				failed = s
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if root == nil || failed == nil {
+		t.Fatalf("no reconcile span for app-config with a create Secret child (%v) or for broken-config (%v)", root != nil, failed != nil)
+	}
+	if attr(root, semconv.ControllerKindKey) != "ConfigMap" || attr(root, semconv.ObjectNamespaceKey) != "default" || attr(root, semconv.ReconcileResultKey) != "success" {
+		t.Errorf("root span attributes %v", root.Attributes())
+	}
+	children := childrenOf(spans.Ended(), root)
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, c := range children {
+		byName[c.Name()] = c
+	}
+	if g, ok := byName["get ConfigMap"]; !ok || attr(g, semconv.APISourceKey) != semconv.APISourceCacheValue {
+		t.Errorf("get ConfigMap must be a child served from the cache; children %v", names(children))
+	}
+	if g, ok := byName["get Secret"]; !ok || attr(g, semconv.APISourceKey) != semconv.APISourceCacheValue || attr(g, semconv.APICodeKey) != "404" {
+		t.Errorf("get Secret must be a cache read answering 404; children %v", names(children))
+	}
+	create := byName["create Secret"]
+	if attr(create, semconv.APISourceKey) != semconv.APISourceAPIServerValue || attr(create, semconv.APICodeKey) != "200" {
+		t.Errorf("create Secret must go to the API server, got %v", create.Attributes())
+	}
+	wire := childrenOf(spans.Ended(), create)
+	if len(wire) != 1 || wire[0].Name() != "POST" {
+		t.Fatalf("create Secret must have one POST wire span, got %v", names(wire))
+	}
+	if !hasEvent(root, semconv.EventSpanName, "Mirrored") {
+		t.Errorf("the Mirrored Event must be a span event of the reconcile, events %v", root.Events())
+	}
+	if attr(failed, semconv.ReconcileResultKey) != "terminal_error" || failed.Status().Description == "" || !hasEvent(failed, semconv.EventSpanName, "MirrorFailed") {
+		t.Errorf("failed reconcile: result %q status %v events %v", attr(failed, semconv.ReconcileResultKey), failed.Status(), failed.Events())
+	}
+	if w := attr(root, semconv.QueueWaitKey); w == "" {
+		t.Errorf("the reconcile span must carry the queue wait")
+	}
+
+	// The API server's own span for the POST joins the reconcile's trace as the wire span's child.
+	traceID := root.SpanContext().TraceID().String()
+	got, err := apiserverSpans.WaitFor(wctx, func(ss []harness.SinkSpan) bool {
+		for _, s := range ss {
+			if s.TraceID() == traceID && s.ParentSpanID() == wire[0].SpanContext().SpanID().String() {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		var seen []string
+		for _, s := range got {
+			seen = append(seen, s.Service+":"+s.Span.Name+":"+s.TraceID())
+		}
+		t.Fatalf("no kube-apiserver span in trace %s under the POST span: %v; received %v", traceID, err, seen)
+	}
+	for _, s := range got {
+		if s.TraceID() == traceID && s.ParentSpanID() == wire[0].SpanContext().SpanID().String() {
+			t.Logf("kube-apiserver span %q (service %s) joined the reconcile trace %s", s.Span.Name, s.Service, traceID)
+			break
+		}
+	}
+
+	// Our reconcile count equals controller-runtime's own over the same run.
+	stop()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	ours := int64(0)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == semconv.ReconcilesName {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					if v, _ := dp.Attributes.Value(semconv.ControllerNameKey); v.AsString() == controllerName {
+						ours += dp.Value
+					}
+				}
+			}
+		}
+	}
+	theirs := controllerRuntimeReconcileTotal(t, controllerName)
+	if ours == 0 || float64(ours) != theirs {
+		t.Fatalf("watchtower.reconciles = %d, controller_runtime_reconcile_total = %v: they must be equal and non-zero", ours, theirs)
+	}
+	t.Logf("reconciles: watchtower %d = controller-runtime %v", ours, theirs)
+}
+
+func controllerRuntimeReconcileTotal(t *testing.T, controller string) float64 {
+	t.Helper()
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == controller {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == key {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+func childrenOf(all []sdktrace.ReadOnlySpan, parent sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range all {
+		if s.Parent().SpanID() == parent.SpanContext().SpanID() && s.SpanContext().TraceID() == parent.SpanContext().TraceID() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func hasChild(all []sdktrace.ReadOnlySpan, parent sdktrace.ReadOnlySpan, name string) bool {
+	for _, c := range childrenOf(all, parent) {
+		if c.Name() == name {
+			return true
+		}
+	}
+	return false
+}
+
+func names(spans []sdktrace.ReadOnlySpan) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name())
+	}
+	return out
+}
+
+func hasEvent(s sdktrace.ReadOnlySpan, name, reason string) bool {
+	for _, e := range s.Events() {
+		if e.Name != name {
+			continue
+		}
+		for _, kv := range e.Attributes {
+			if kv.Key == semconv.EventReasonKey && strings.EqualFold(kv.Value.AsString(), reason) {
+				return true
+			}
+		}
+	}
+	return false
+}
