@@ -59,8 +59,14 @@ generate: ## regenerate generated code and docs (semconv constants and docs/semc
 	go run ./semconv/internal/cmd/semconvgen
 
 .PHONY: bench
-bench: ## benchmarks, written to docs/performance.md
-	@echo "make bench: not implemented yet (no instrumentation to measure yet)" >&2; exit 1
+BENCH_COUNT ?= 5
+bench: | bin ## benchmarks of the instrumentation against the SDK floor; writes docs/performance.md
+	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./instrumentation/... | tee bin/bench.txt
+	go run ./hack/benchreport -command "make bench (go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./instrumentation/...)" -o docs/performance.md < bin/bench.txt
+	@echo "bench: wrote docs/performance.md"
+
+bin:
+	@mkdir -p bin
 
 .PHONY: demo
 demo: ## start the local stack with the example operator and print where to look

@@ -20,8 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/record"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
+		"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -29,6 +28,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	otelctrl "github.com/gowatchtower/watchtower/instrumentation/controllerruntime"
 	"github.com/gowatchtower/watchtower/integration/harness"
@@ -40,7 +40,7 @@ import (
 // and failing on purpose for ConfigMaps that ask for it.
 type mirrorReconciler struct {
 	client.Client
-	recorder record.EventRecorder
+	recorder recorder.EventRecorder
 }
 
 func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -49,7 +49,7 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if cm.Data["fail"] == "true" {
-		r.recorder.Event(&cm, corev1.EventTypeWarning, "MirrorFailed", "asked to fail")
+		r.recorder.Eventf(&cm, nil, corev1.EventTypeWarning, "MirrorFailed", "Mirror", "asked to fail")
 		return reconcile.Result{}, reconcile.TerminalError(errors.New("mirror refused: the ConfigMap asks to fail"))
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cm.Namespace, Name: cm.Name + "-mirror"}}
@@ -61,7 +61,7 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return reconcile.Result{}, err
 	}
 	if op != controllerutil.OperationResultNone {
-		r.recorder.Eventf(&cm, corev1.EventTypeNormal, "Mirrored", "secret %s %s", secret.Name, op)
+		r.recorder.Eventf(&cm, secret, corev1.EventTypeNormal, "Mirrored", "Mirror", "secret %s %s", secret.Name, op)
 	}
 	return reconcile.Result{}, nil
 }
@@ -96,7 +96,7 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	const controllerName = "configmap-mirror"
-	r := &mirrorReconciler{Client: mgr.GetClient(), recorder: mgr.GetEventRecorderFor(controllerName)}
+	r := &mirrorReconciler{Client: mgr.GetClient(), recorder: mgr.GetEventRecorder(controllerName)}
 	err = otelctrl.NewControllerManagedBy(mgr, opts...).
 		For(&corev1.ConfigMap{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()["mirror"] == "yes" }))).
 		Owns(&corev1.Secret{}).
@@ -271,7 +271,7 @@ func controllerRuntimeReconcileTotal(t *testing.T, controller string) float64 {
 func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

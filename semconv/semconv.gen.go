@@ -230,10 +230,10 @@ const EventSpanName = "k8s.event"
 // Metrics: the OpenTelemetry instrument name, unit and description of each, and the name it
 // has in Prometheus.
 const (
-	// ReconcileDurationName is the histogram watchtower.reconcile.duration: Duration of reconciles.
+	// ReconcileDurationName is the histogram watchtower.reconcile.duration: Duration of reconciles. Labelled like controller-runtime's own reconcile metrics (controller and result); the controller's group and kind are on its spans.
 	ReconcileDurationName           = "watchtower.reconcile.duration"
 	ReconcileDurationUnit           = "s"
-	ReconcileDurationDescription    = "Duration of reconciles."
+	ReconcileDurationDescription    = "Duration of reconciles. Labelled like controller-runtime's own reconcile metrics (controller and result); the controller's group and kind are on its spans."
 	ReconcileDurationPrometheusName = "watchtower_reconcile_duration_seconds"
 	// ReconcilesName is the counter watchtower.reconciles: Number of reconciles, by result. Over the same run it equals controller-runtime's controller_runtime_reconcile_total for the controller.
 	ReconcilesName           = "watchtower.reconciles"

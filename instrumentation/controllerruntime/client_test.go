@@ -144,4 +144,3 @@ func TestTransportPropagatesTraceparentAndSkipsWatches(t *testing.T) {
 		t.Errorf("spans %v: want one GET span (no span for the watch) and the reconcile", names)
 	}
 }
-

@@ -78,13 +78,15 @@ func NewTypedReconciler[req comparable](controllerName string, r reconcile.Typed
 		semconv.ControllerGroup(cfg.group),
 		semconv.ControllerKind(cfg.kind),
 	}
-	d.startOpts = []trace.SpanStartOption{
-		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithNewRoot(), // a reconcile is a unit of work of its own, whatever the caller's context holds
-		trace.WithAttributes(ctrlAttrs...),
-	}
+	d.ctrlAttrs = ctrlAttrs
+	// No attributes at start: passing them costs an allocation per span even when the span is
+	// not sampled; they are set once in finish.
+	d.startOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+	// A reconcile is a unit of work of its own: if the caller's context holds a span (a test, a
+	// wrapper of ours), the reconcile still starts a new trace.
+	d.newRootOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithNewRoot()}
 	for res := range numResults {
-		set := attribute.NewSet(append(ctrlAttrs[:3:3], resultAttrs[res])...)
+		set := attribute.NewSet(ctrlAttrs[0], resultAttrs[res]) // controller-runtime's labels: controller, result
 		d.recordOpts[res] = []metric.RecordOption{metric.WithAttributeSet(set)}
 		d.addOpts[res] = []metric.AddOption{metric.WithAttributeSet(set)}
 	}
@@ -93,14 +95,16 @@ func NewTypedReconciler[req comparable](controllerName string, r reconcile.Typed
 }
 
 type reconciler[req comparable] struct {
-	inner     reconcile.TypedReconciler[req]
-	cfg       config
-	name      string
-	spanNam   string
-	tracer    trace.Tracer
-	in        *instruments
-	active    interface{ Add(int64) int64 }
-	startOpts []trace.SpanStartOption
+	inner       reconcile.TypedReconciler[req]
+	cfg         config
+	name        string
+	spanNam     string
+	tracer      trace.Tracer
+	in          *instruments
+	active      interface{ Add(int64) int64 }
+	startOpts   []trace.SpanStartOption
+	newRootOpts []trace.SpanStartOption
+	ctrlAttrs   []attribute.KeyValue
 
 	recordOpts [numResults][]metric.RecordOption
 	addOpts    [numResults][]metric.AddOption
@@ -109,33 +113,24 @@ type reconciler[req comparable] struct {
 
 func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.Result, err error) {
 	start := time.Now()
-	wait, retries, queued := takeQueueWait(d.name, r, start)
-
-	ctx, span := d.tracer.Start(ctx, d.spanNam, d.startOpts...)
-	st := &reconcileState{controller: d.name, span: span}
+	startOpts := d.startOpts
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		startOpts = d.newRootOpts
+	}
+	ctx, span := d.tracer.Start(ctx, d.spanNam, startOpts...)
+	st := &reconcileState{controller: d.name, span: span, start: start}
+	st.wait, st.retries, st.queued = takeQueueWait(d.name, r, start)
 	if nn, ok := any(r).(reconcile.Request); ok {
 		st.object = nn.NamespacedName
 		st.hasObject = true
+	} else if s, ok := any(r).(fmt.Stringer); ok && span.IsRecording() {
+		st.objectString = s.String()
 	}
-	if span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 5)
-		if st.hasObject {
-			attrs = append(attrs, semconv.ObjectNamespace(st.object.Namespace), semconv.ObjectName(st.object.Name))
-		} else if s, ok := any(r).(fmt.Stringer); ok {
-			attrs = append(attrs, semconv.ObjectName(s.String()))
-		}
-		if id := controller.ReconcileIDFromContext(ctx); id != "" {
-			attrs = append(attrs, semconv.ReconcileID(string(id)))
-		}
-		if queued {
-			attrs = append(attrs, semconv.QueueWait(wait.Seconds()), semconv.QueueRetries(retries))
-		}
-		span.SetAttributes(attrs...)
+	if st.queued {
+		d.in.queueWait.Record(ctx, st.wait.Seconds(), d.waitOpts...)
 	}
-	if queued {
-		d.in.queueWait.Record(ctx, wait.Seconds(), d.waitOpts...)
-	}
-	ctx = contextWithState(ctx, st)
+	st.parent = ctx
+	ctx = st // the state is the context: one allocation instead of two
 	if d.cfg.logCorrelation {
 		ctx = contextWithTraceLogger(ctx, st)
 	}
@@ -144,14 +139,7 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	}
 	d.active.Add(1)
 
-	defer func() {
-		if p := recover(); p != nil {
-			span.RecordError(fmt.Errorf("panic: %v", p), trace.WithStackTrace(true))
-			span.SetStatus(codes.Error, fmt.Sprintf("panic: %v", p))
-			d.finish(ctx, st, start, resultPanic)
-			panic(p) // re-raised: controller-runtime's recovery and panic counter must see it
-		}
-	}()
+	defer d.recoverPanic(st)
 	res, err = d.inner.Reconcile(ctx, r)
 
 	result := classify(res, err)
@@ -160,22 +148,54 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	case resultRequeueAfter:
-		if span.IsRecording() {
-			span.SetAttributes(semconv.ReconcileRequeueAfter(res.RequeueAfter.Seconds()))
-		}
+		st.requeueAfter = res.RequeueAfter
 	}
-	d.finish(ctx, st, start, result)
+	d.finish(st, result)
 	return res, err
 }
 
-func (d *reconciler[req]) finish(ctx context.Context, st *reconcileState, start time.Time, result reconcileResult) {
+// recoverPanic records a panic and re-raises it: controller-runtime's recovery, panic counter
+// and requeue must see it exactly as without the decorator.
+func (d *reconciler[req]) recoverPanic(st *reconcileState) {
+	if p := recover(); p != nil {
+		st.span.RecordError(fmt.Errorf("panic: %v", p), trace.WithStackTrace(true))
+		st.span.SetStatus(codes.Error, fmt.Sprintf("panic: %v", p))
+		d.finish(st, resultPanic)
+		panic(p)
+	}
+}
+
+// finish ends the span and records the metrics. The span's attributes are set here, in one
+// call: one allocation in the SDK instead of one per call, and none for unsampled spans.
+// (Samplers therefore see only the controller attributes given at start.)
+func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
 	d.active.Add(-1)
 	if st.hasObject {
 		activeReconciles.remove(st)
 	}
-	st.span.SetAttributes(resultAttrs[result])
+	if st.span.IsRecording() {
+		a := make([]attribute.KeyValue, 0, 12)
+		a = append(a, d.ctrlAttrs...)
+		if st.hasObject {
+			a = append(a, semconv.ObjectNamespace(st.object.Namespace), semconv.ObjectName(st.object.Name))
+		} else if st.objectString != "" {
+			a = append(a, semconv.ObjectName(st.objectString))
+		}
+		if id := controller.ReconcileIDFromContext(st.parent); id != "" {
+			a = append(a, semconv.ReconcileID(string(id)))
+		}
+		if st.queued {
+			a = append(a, semconv.QueueWait(st.wait.Seconds()), semconv.QueueRetries(st.retries))
+		}
+		if st.requeueAfter > 0 {
+			a = append(a, semconv.ReconcileRequeueAfter(st.requeueAfter.Seconds()))
+		}
+		a = append(a, resultAttrs[result])
+		st.span.SetAttributes(a...)
+	}
 	st.span.End()
-	d.in.reconcileDuration.Record(ctx, time.Since(start).Seconds(), d.recordOpts[result]...)
+	ctx := st.parent
+	d.in.reconcileDuration.Record(ctx, time.Since(st.start).Seconds(), d.recordOpts[result]...)
 	d.in.reconciles.Add(ctx, 1, d.addOpts[result]...)
 }
 
@@ -196,20 +216,43 @@ func classify(res reconcile.Result, err error) reconcileResult {
 	}
 }
 
-// reconcileState is what the client, transport and event wrappers need to know about the
-// reconcile a call belongs to.
+// reconcileState is what the client, transport, event and log wrappers need to know about the
+// reconcile a call belongs to. It is also the context.Context the reconciler receives: it answers
+// for its own key and delegates everything else to the context it wraps, which saves an
+// allocation per reconcile over context.WithValue.
 type reconcileState struct {
+	parent     context.Context
 	controller string
 	span       trace.Span
+	start      time.Time
 	object     types.NamespacedName
 	hasObject  bool
 	prevActive *reconcileState // see activeSet
+
+	objectString string // the object of a typed request, from its String method
+	wait         time.Duration
+	retries      int
+	queued       bool
+	requeueAfter time.Duration
+
+	logSink traceSink // the reconcile's log sink, see contextWithTraceLogger
 }
 
 type stateKey struct{}
 
+func (st *reconcileState) Deadline() (time.Time, bool) { return st.parent.Deadline() }
+func (st *reconcileState) Done() <-chan struct{}       { return st.parent.Done() }
+func (st *reconcileState) Err() error                  { return st.parent.Err() }
+func (st *reconcileState) Value(key any) any {
+	if key == (stateKey{}) {
+		return st
+	}
+	return st.parent.Value(key)
+}
+
 func contextWithState(ctx context.Context, st *reconcileState) context.Context {
-	return context.WithValue(ctx, stateKey{}, st)
+	st.parent = ctx
+	return st
 }
 
 func stateFromContext(ctx context.Context) *reconcileState {

@@ -59,12 +59,12 @@ func TestReconcileResultsAreClassified(t *testing.T) {
 				t.Errorf("span %q kind %v parent %v: want root internal span \"reconcile widget\"", s.Name(), s.SpanKind(), s.Parent())
 			}
 			for key, want := range map[attribute.Key]string{
-				semconv.ControllerNameKey:     "widget",
-				semconv.ControllerGroupKey:    "demo.example.com",
-				semconv.ControllerKindKey:     "Widget",
-				semconv.ObjectNamespaceKey:    "ns1",
-				semconv.ObjectNameKey:         "w1",
-				semconv.ReconcileResultKey:    tc.result,
+				semconv.ControllerNameKey:  "widget",
+				semconv.ControllerGroupKey: "demo.example.com",
+				semconv.ControllerKindKey:  "Widget",
+				semconv.ObjectNamespaceKey: "ns1",
+				semconv.ObjectNameKey:      "w1",
+				semconv.ReconcileResultKey: tc.result,
 			} {
 				if v, _ := spanAttr(s, key); v.AsString() != want {
 					t.Errorf("span attribute %s = %q, want %q", key, v.AsString(), want)
@@ -87,7 +87,7 @@ func TestReconcileResultsAreClassified(t *testing.T) {
 			if n := counterValue(t, m[semconv.ReconcilesName], semconv.ControllerName("widget"), semconv.ReconcileResultKey.String(tc.result)); n != 1 {
 				t.Errorf("%s{result=%s} = %d, want 1", semconv.ReconcilesName, tc.result, n)
 			}
-			if n := histogramCount(t, m[semconv.ReconcileDurationName], semconv.ReconcileResultKey.String(tc.result), semconv.ControllerKind("Widget")); n != 1 {
+			if n := histogramCount(t, m[semconv.ReconcileDurationName], semconv.ReconcileResultKey.String(tc.result), semconv.ControllerName("widget")); n != 1 {
 				t.Errorf("%s count = %d, want 1", semconv.ReconcileDurationName, n)
 			}
 		})

@@ -1,0 +1,170 @@
+package otelctrl
+
+import (
+	"context"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// The benchmarks come in families measured in the same process, so that `make bench`
+// (hack/benchreport) can report each instrumentation cost as a ratio to the OpenTelemetry SDK
+// floor of the same run:
+//
+//   BenchmarkFloor/{sampled,unsampled}      one root span start+end, one histogram Record and one
+//                                           counter Add with precomputed attribute sets
+//   BenchmarkReconcile/{sampled,unsampled}  the decorator around a no-op reconciler
+//   BenchmarkChildSpan/{sampled,unsampled}  one bare child span start+end
+//   BenchmarkClientGet/{bare,sampled,unsampled}  a Get on controller-runtime's fake client,
+//                                           unwrapped and wrapped, inside a reconcile
+
+// discard is a span processor that drops ended spans: the exporter's cost is the same with and
+// without the instrumentation and would only blur the comparison.
+type discard struct{}
+
+func (discard) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (discard) OnEnd(sdktrace.ReadOnlySpan)                     {}
+func (discard) Shutdown(context.Context) error                  { return nil }
+func (discard) ForceFlush(context.Context) error                { return nil }
+
+func benchProviders(b *testing.B, sampled bool) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
+	sampler := sdktrace.NeverSample()
+	if sampled {
+		sampler = sdktrace.AlwaysSample()
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithSpanProcessor(discard{}))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+	return tp, mp
+}
+
+var modes = []struct {
+	name    string
+	sampled bool
+}{{"sampled", true}, {"unsampled", false}}
+
+func BenchmarkFloor(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			tp, mp := benchProviders(b, m.sampled)
+			tracer := tp.Tracer("floor")
+			meter := mp.Meter("floor")
+			hist, _ := meter.Float64Histogram("floor.duration")
+			ctr, _ := meter.Int64Counter("floor.count")
+			set := attribute.NewSet(attribute.String("controller", "widget"), attribute.String("result", "success"))
+			recOpts := []metric.RecordOption{metric.WithAttributeSet(set)}
+			addOpts := []metric.AddOption{metric.WithAttributeSet(set)}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				_, span := tracer.Start(ctx, "reconcile widget")
+				span.End()
+				hist.Record(ctx, 0.001, recOpts...)
+				ctr.Add(ctx, 1, addOpts...)
+			}
+		})
+	}
+}
+
+// BenchmarkFloorWithAttributes is the floor plus the attributes a reconcile span carries (11,
+// set once): it separates what the SDK charges for span attributes (a copy, and a
+// deduplication map when the span ends) from what the decorator itself costs.
+func BenchmarkFloorWithAttributes(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			tp, mp := benchProviders(b, m.sampled)
+			tracer := tp.Tracer("floor")
+			meter := mp.Meter("floor")
+			hist, _ := meter.Float64Histogram("floor.duration")
+			ctr, _ := meter.Int64Counter("floor.count")
+			set := attribute.NewSet(attribute.String("controller", "widget"), attribute.String("result", "success"))
+			recOpts := []metric.RecordOption{metric.WithAttributeSet(set)}
+			addOpts := []metric.AddOption{metric.WithAttributeSet(set)}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				_, span := tracer.Start(ctx, "reconcile widget")
+				if span.IsRecording() {
+					span.SetAttributes(
+						attribute.String("a1", "widget"), attribute.String("a2", "demo.example.com"), attribute.String("a3", "Widget"),
+						attribute.String("a4", "default"), attribute.String("a5", "widget-1"), attribute.String("a6", "5f1d9c2e-7a4b-4c1e-9f55-0b6f3a2d8e11"),
+						attribute.Float64("a7", 0.001), attribute.Int("a8", 0), attribute.String("a9", "success"), attribute.Float64("a10", 1), attribute.Int("a11", 2))
+				}
+				span.End()
+				hist.Record(ctx, 0.001, recOpts...)
+				ctr.Add(ctx, 1, addOpts...)
+			}
+		})
+	}
+}
+
+func BenchmarkReconcile(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			tp, mp := benchProviders(b, m.sampled)
+			r := NewReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+				return reconcile.Result{}, nil
+			}), WithTracerProvider(tp), WithMeterProvider(mp), WithGroupKind("demo.example.com", "Widget"))
+			rq := req("default", "widget-1")
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = r.Reconcile(ctx, rq)
+			}
+		})
+	}
+}
+
+func BenchmarkChildSpan(b *testing.B) {
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			tp, _ := benchProviders(b, m.sampled)
+			tracer := tp.Tracer("child")
+			ctx, parent := tracer.Start(context.Background(), "parent")
+			defer parent.End()
+			b.ReportAllocs()
+			for b.Loop() {
+				_, span := tracer.Start(ctx, "get ConfigMap", trace.WithSpanKind(trace.SpanKindClient))
+				span.End()
+			}
+		})
+	}
+}
+
+func BenchmarkClientGet(b *testing.B) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "cm"}}
+	key := client.ObjectKeyFromObject(cm)
+	run := func(b *testing.B, c client.Client, ctx context.Context) {
+		var out corev1.ConfigMap
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.Get(ctx, key, &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("bare", func(b *testing.B) {
+		tp, _ := benchProviders(b, true)
+		ctx, span := tp.Tracer("x").Start(context.Background(), "reconcile widget")
+		defer span.End()
+		run(b, fake.NewClientBuilder().WithObjects(cm).Build(), contextWithState(ctx, &reconcileState{controller: "widget", span: span}))
+	})
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			tp, mp := benchProviders(b, m.sampled)
+			c := WrapClient(fake.NewClientBuilder().WithObjects(cm).Build(), WithTracerProvider(tp), WithMeterProvider(mp))
+			ctx, span := tp.Tracer("x").Start(context.Background(), "reconcile widget")
+			defer span.End()
+			run(b, c, contextWithState(ctx, &reconcileState{controller: "widget", span: span}))
+		})
+	}
+}
