@@ -55,8 +55,14 @@ test-integration: tools ## tests against the real components started by integrat
 	  exit $$rc
 
 .PHONY: generate
-generate: ## regenerate generated code and docs (semconv constants and docs/semconv.md)
+CONTROLLER_GEN := $(TOOLS_DIR)/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
+EXAMPLE := examples/workload-operator
+generate: ## regenerate generated code, manifests and docs; tests fail when they are stale
 	go run ./semconv/internal/cmd/semconvgen
+	@hack/tools.sh controller-gen >/dev/null
+	cd $(EXAMPLE) && $(CONTROLLER_GEN) object paths=./api/... && \
+	  $(CONTROLLER_GEN) crd rbac:roleName=workload-operator paths=./... \
+	    output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: bench
 BENCH_COUNT ?= 5

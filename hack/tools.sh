@@ -18,7 +18,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${WATCHTOWER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gowatchtower/tools}
 if [ "${1:-}" = "--dir" ]; then echo "$tools_dir"; exit 0; fi
 
-all=(kubernetes etcd envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck)
+all=(kubernetes etcd envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=("${all[@]}")
 
@@ -230,6 +230,8 @@ build_telemetrygen() {
   "$out/telemetrygen" --help >/dev/null
 }
 
+build_controller_gen() { go_install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"; "$out/controller-gen" --version; }
+
 build_staticcheck() { go_install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"; "$out/staticcheck" -version; }
 
 build_kafka() {
@@ -252,6 +254,7 @@ for name in "${want[@]}"; do
     builder)      need_go; component builder "$COLLECTOR_VERSION" 1000 build_builder ;;
     telemetrygen) need_go; component telemetrygen "$TELEMETRYGEN_VERSION" 2000 build_telemetrygen ;;
     staticcheck)  need_go; component staticcheck "$STATICCHECK_VERSION" 500 build_staticcheck ;;
+    controller-gen) need_go; component controller-gen "$CONTROLLER_TOOLS_VERSION" 1000 build_controller_gen ;;
     kafka)        need_java; component kafka "$KAFKA_VERSION" 500 build_kafka ;;
     *) die "unknown component '$name'; known: ${all[*]}" ;;
   esac

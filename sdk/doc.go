@@ -1,0 +1,77 @@
+// Package sdk sets up OpenTelemetry for a Kubernetes operator process with one call.
+//
+// In a kubebuilder cmd/main.go, start it before the manager and shut it down after the
+// manager returns, with a fresh bounded context (the signal context is done by then):
+//
+//	ctx := ctrl.SetupSignalHandler()
+//	tel, err := sdk.Start(ctx, sdk.WithServiceName("memcached-operator"), sdk.WithServiceVersion(version))
+//	if err != nil {
+//		setupLog.Error(err, "unable to set up OpenTelemetry")
+//		os.Exit(1)
+//	}
+//	// ... create the manager and the instrumented reconcilers ...
+//	runErr := mgr.Start(ctx)
+//	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//	if err := tel.Shutdown(shutdownCtx); err != nil {
+//		setupLog.Error(err, "flushing telemetry")
+//	}
+//	cancel()
+//
+// docs/sdk.md in the repository has the whole main.go, every option and variable, and the
+// Downward API snippet.
+//
+// # What Start sets up
+//
+// A resource describing the process: service.name (WithServiceName, else OTEL_SERVICE_NAME,
+// else service.name in OTEL_RESOURCE_ATTRIBUTES, else the executable's name), service.version,
+// a per-process service.instance.id, and k8s.pod.name, k8s.namespace.name, k8s.pod.uid and
+// k8s.node.name from the Downward API variables POD_NAME, POD_NAMESPACE, POD_UID and
+// NODE_NAME. OTEL_RESOURCE_ATTRIBUTES is merged in.
+//
+// A tracer provider exporting over OTLP (gRPC by default, or http/protobuf). Its span
+// processor is this package's own bounded batcher: ending a span never blocks, the queue
+// never grows past WithQueueSize, and every span is counted either as exported or as dropped
+// (see below).
+//
+// A meter provider with two readers: a periodic OTLP push that also carries the Prometheus
+// metrics controller-runtime registers on its metrics.Registry (reconcile, workqueue, REST
+// client), bridged with go.opentelemetry.io/contrib/bridges/prometheus; and an OpenTelemetry
+// Prometheus exporter registered on that same registry, so the manager's existing /metrics
+// endpoint serves the OpenTelemetry metrics too, without a second port. Families the
+// Prometheus exporter produced are kept out of the bridge, so no metric reaches the collector
+// twice.
+//
+// Unless WithoutGlobal is given, both providers and the W3C tracecontext+baggage propagator
+// become OpenTelemetry's globals, which is where instrumentation/controllerruntime looks by
+// default.
+//
+// # Configuration
+//
+// Every option has an environment variable counterpart from the OpenTelemetry specification
+// (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG],
+// OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]{ENDPOINT,PROTOCOL,HEADERS},
+// OTEL_METRIC_EXPORT_INTERVAL, OTEL_SDK_DISABLED); an option always wins over its variable.
+// Start validates what it will use and fails with an error that names the variable and its
+// value, for example
+//
+//	OTEL_TRACES_SAMPLER_ARG="1.5": must be a number between 0 and 1
+//
+// so that a typo in a Deployment fails the rollout instead of silently sending telemetry
+// nowhere. OTEL_SDK_DISABLED=true makes Start return no-op providers.
+//
+// # Never block the operator
+//
+// A slow or unreachable collector must cost telemetry, not reconciles. Spans that find the
+// queue full and batches whose export fails are dropped and counted; so are metric exports
+// that fail. The SDK reports on itself through the same meter provider:
+//
+//	watchtower.telemetry.dropped{watchtower.telemetry.signal, watchtower.telemetry.drop_reason}
+//	watchtower.telemetry.exported{watchtower.telemetry.signal}
+//
+// (watchtower_telemetry_dropped_total and watchtower_telemetry_exported_total on /metrics).
+// The exported span count is exact: it equals the number of spans the exporter accepted.
+//
+// Tests use WithSpanExporter and WithMetricExporter with in-memory exporters, and
+// WithPrometheusRegisterer(prometheus.NewRegistry()) so that they do not share
+// controller-runtime's global registry.
+package sdk
