@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -24,7 +23,7 @@ type Alertmanager struct {
 
 // StartAlertmanager starts Alertmanager routing every alert to webhookURL (see NewWebhookSink)
 // with short group waits, clustering off, and waits for /-/ready.
-func StartAlertmanager(t testing.TB, webhookURL string) *Alertmanager {
+func StartAlertmanager(t TB, webhookURL string) *Alertmanager {
 	t.Helper()
 	tools := MustTools(t)
 	bin := tools.Path(t, "alertmanager", "ALERTMANAGER_VERSION", "alertmanager")
@@ -119,7 +118,7 @@ type WebhookSink struct {
 }
 
 // NewWebhookSink starts a sink on a loopback port, closed when the test ends.
-func NewWebhookSink(t testing.TB) *WebhookSink {
+func NewWebhookSink(t TB) *WebhookSink {
 	t.Helper()
 	s := &WebhookSink{changed: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

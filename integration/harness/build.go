@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"testing"
 )
 
 var (
@@ -16,7 +15,7 @@ var (
 // BuildBinary builds the main package pkg (an import path or a path relative to the repository
 // root, built from the root module) into a per-test-binary temp directory, once per test
 // process, and returns the binary's path. Go's build cache makes repeated runs cheap.
-func BuildBinary(t testing.TB, pkg string) string {
+func BuildBinary(t TB, pkg string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()

@@ -9,6 +9,8 @@
 // printed when the test fails. Children are started in their own process group with a
 // parent-death signal, so a test binary that dies abruptly does not leave them running.
 //
+// Start functions take a TB: a *testing.T in tests, the demo runner in `make demo`.
+//
 // The binaries come from the tool cache that `make tools` fills (see Tools). A missing binary
 // fails the test with the command that builds it; nothing is skipped.
 package harness

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
@@ -24,7 +23,7 @@ type Jaeger struct {
 // StartJaeger starts Jaeger with every port on a free loopback port — its defaults (4317,
 // 16686, 8888, ...) would collide with the collector under test — and waits for its health
 // check. Jaeger's own telemetry stays off for the same reason.
-func StartJaeger(t testing.TB) *Jaeger {
+func StartJaeger(t TB) *Jaeger {
 	t.Helper()
 	tools := MustTools(t)
 	bin := tools.Path(t, "jaeger", "JAEGER_VERSION", "jaeger")

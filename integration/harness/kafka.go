@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -31,7 +30,7 @@ type Kafka struct {
 
 // StartKafka formats a fresh log directory, starts the broker, and waits until it answers
 // metadata requests.
-func StartKafka(t testing.TB) *Kafka {
+func StartKafka(t TB) *Kafka {
 	t.Helper()
 	tools := MustTools(t)
 	home := filepath.Dir(tools.Path(t, "kafka", "KAFKA_VERSION", "libs"))
@@ -117,7 +116,7 @@ func (k *Kafka) jvmArgs(mainClass string, args ...string) []string {
 func (k *Kafka) Process() *Process { return k.proc }
 
 // Client returns a franz-go client seeded with the broker, closed when the test ends.
-func (k *Kafka) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+func (k *Kafka) Client(t TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(k.Bootstrap)}, opts...)...)
 	if err != nil {
@@ -128,7 +127,7 @@ func (k *Kafka) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 }
 
 // CreateTopic creates topic with the given number of partitions.
-func (k *Kafka) CreateTopic(t testing.TB, topic string, partitions int32) {
+func (k *Kafka) CreateTopic(t TB, topic string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

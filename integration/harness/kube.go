@@ -3,7 +3,6 @@ package harness
 import (
 	"bytes"
 	"sync"
-	"testing"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -62,7 +61,7 @@ func (b *lockedBuffer) String() string {
 }
 
 // StartKube starts etcd and kube-apiserver and registers their shutdown.
-func StartKube(t testing.TB, opts ...KubeOption) *Kube {
+func StartKube(t TB, opts ...KubeOption) *Kube {
 	t.Helper()
 	cfg := kubeConfig{apiserverFlags: map[string]string{}}
 	for _, o := range opts {

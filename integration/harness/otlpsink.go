@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"net"
 	"sync"
-	"testing"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -41,7 +40,7 @@ func (s SinkSpan) SpanID() string { return hex.EncodeToString(s.Span.SpanId) }
 func (s SinkSpan) ParentSpanID() string { return hex.EncodeToString(s.Span.ParentSpanId) }
 
 // NewOTLPSink starts the receiver on a loopback port; it stops when the test ends.
-func NewOTLPSink(t testing.TB) *OTLPSink {
+func NewOTLPSink(t TB) *OTLPSink {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

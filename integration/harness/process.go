@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -47,7 +46,7 @@ type Process struct {
 
 // StartProcess starts spec and registers a cleanup that stops it and, when the test failed,
 // prints the tail of its log.
-func StartProcess(t testing.TB, spec ProcessSpec) *Process {
+func StartProcess(t TB, spec ProcessSpec) *Process {
 	t.Helper()
 	p, err := startProcess(t.TempDir(), spec)
 	if err != nil {
@@ -154,7 +153,7 @@ func (p *Process) WaitReady(timeout time.Duration, check func(ctx context.Contex
 }
 
 // MustWaitReady is WaitReady that fails the test, printing the log tail.
-func (p *Process) MustWaitReady(t testing.TB, timeout time.Duration, check func(ctx context.Context) error) {
+func (p *Process) MustWaitReady(t TB, timeout time.Duration, check func(ctx context.Context) error) {
 	t.Helper()
 	if err := p.WaitReady(timeout, check); err != nil {
 		t.Fatalf("harness: %v\n--- %s log tail ---\n%s", err, p.spec.Name, p.LogTail(16<<10))

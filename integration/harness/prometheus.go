@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -54,7 +53,7 @@ func WithAlertmanager(hostport string) PrometheusOption {
 }
 
 // StartPrometheus writes a configuration from opts, starts Prometheus and waits for /-/ready.
-func StartPrometheus(t testing.TB, opts ...PrometheusOption) *Prometheus {
+func StartPrometheus(t TB, opts ...PrometheusOption) *Prometheus {
 	t.Helper()
 	cfg := promConfig{interval: time.Second}
 	for _, o := range opts {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 )
 
 // Tools locates the pinned test components in the tool cache filled by `make tools`. The
@@ -55,7 +54,7 @@ func loadTools() (*Tools, error) {
 }
 
 // MustTools is LoadTools for tests: it fails the test on error.
-func MustTools(t testing.TB) *Tools {
+func MustTools(t TB) *Tools {
 	t.Helper()
 	tools, err := LoadTools()
 	if err != nil {
@@ -66,7 +65,7 @@ func MustTools(t testing.TB) *Tools {
 
 // Path returns <cache>/<component>-<version of versionKey>/<rel...> and fails the test, naming
 // the command that builds it, when the file is not there.
-func (tl *Tools) Path(t testing.TB, component, versionKey string, rel ...string) string {
+func (tl *Tools) Path(t TB, component, versionKey string, rel ...string) string {
 	t.Helper()
 	version, ok := tl.Versions[versionKey]
 	if !ok {
@@ -84,7 +83,7 @@ func (tl *Tools) Path(t testing.TB, component, versionKey string, rel ...string)
 
 // KubebuilderAssets is the directory envtest takes as KUBEBUILDER_ASSETS (kube-apiserver,
 // etcd, kubectl).
-func (tl *Tools) KubebuilderAssets(t testing.TB) string {
+func (tl *Tools) KubebuilderAssets(t TB) string {
 	t.Helper()
 	v := tl.Versions["KUBERNETES_VERSION"] + "-etcd-" + tl.Versions["ETCD_VERSION"]
 	dir := filepath.Join(tl.Dir, "envtest-"+v)
