@@ -48,6 +48,10 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if err := r.Get(ctx, req.NamespacedName, &cm); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	if cm.Data["panic"] == "true" {
+		var m map[string]string
+		m["boom"] = "a reconciler bug" // panics: assignment to entry in nil map
+	}
 	if cm.Data["fail"] == "true" {
 		r.recorder.Eventf(&cm, nil, corev1.EventTypeWarning, "MirrorFailed", "Mirror", "asked to fail")
 		return reconcile.Result{}, reconcile.TerminalError(errors.New("mirror refused: the ConfigMap asks to fail"))
@@ -125,6 +129,7 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 	for _, cm := range []*corev1.ConfigMap{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"k": "v"}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "broken-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"fail": "true"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "buggy-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"panic": "true"}},
 	} {
 		if err := kube.Client.Create(wctx, cm); err != nil {
 			t.Fatal(err)
@@ -221,7 +226,19 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 		}
 	}
 
-	// Our reconcile count equals controller-runtime's own over the same run.
+	// The panicking reconcile: recorded as a panic and re-raised, so controller-runtime recovered
+	// it (the manager is still running) and counted it itself.
+	waitFor(t, wctx, "a reconcile span with result panic", func() (bool, error) {
+		for _, s := range spans.Ended() {
+			if attr(s, semconv.ObjectNameKey) == "buggy-config" && attr(s, semconv.ReconcileResultKey) == "panic" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+
+	// Our reconcile count equals controller-runtime's own over the same run, and so do panics:
+	// the decorator re-raises, controller-runtime counts each panic once.
 	stop()
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -239,14 +256,29 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 			}
 		}
 	}
-	theirs := controllerRuntimeReconcileTotal(t, controllerName)
+	theirs := controllerRuntimeCounter(t, "controller_runtime_reconcile_total", controllerName)
+	ourPanics := int64(0)
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == semconv.ReconcilesName {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					if v, _ := dp.Attributes.Value(semconv.ReconcileResultKey); v.AsString() == "panic" {
+						ourPanics += dp.Value
+					}
+				}
+			}
+		}
+	}
+	if theirPanics := controllerRuntimeCounter(t, "controller_runtime_reconcile_panics_total", controllerName); ourPanics == 0 || float64(ourPanics) != theirPanics {
+		t.Errorf("panics: watchtower %d, controller_runtime_reconcile_panics_total %v: want equal and non-zero", ourPanics, theirPanics)
+	}
 	if ours == 0 || float64(ours) != theirs {
 		t.Fatalf("watchtower.reconciles = %d, controller_runtime_reconcile_total = %v: they must be equal and non-zero", ours, theirs)
 	}
 	t.Logf("reconciles: watchtower %d = controller-runtime %v", ours, theirs)
 }
 
-func controllerRuntimeReconcileTotal(t *testing.T, controller string) float64 {
+func controllerRuntimeCounter(t *testing.T, name, controller string) float64 {
 	t.Helper()
 	mfs, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
@@ -254,7 +286,7 @@ func controllerRuntimeReconcileTotal(t *testing.T, controller string) float64 {
 	}
 	total := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() != "controller_runtime_reconcile_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
