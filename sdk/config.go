@@ -613,14 +613,15 @@ func samplerFromEnv(name, arg string) (sdktrace.Sampler, error) {
 	}
 }
 
-// executableName is the default service.name: what `ps` shows, e.g. "manager" in a
-// kubebuilder image.
+// executableName is the default service.name, as the specification defines it:
+// "unknown_service:" and the executable's name, e.g. "unknown_service:manager" in a kubebuilder
+// image. Set WithServiceName or OTEL_SERVICE_NAME to name the operator.
 func executableName() string {
 	if p, err := os.Executable(); err == nil {
-		return filepath.Base(p)
+		return "unknown_service:" + filepath.Base(p)
 	}
 	if len(os.Args) > 0 && os.Args[0] != "" {
-		return filepath.Base(os.Args[0])
+		return "unknown_service:" + filepath.Base(os.Args[0])
 	}
 	return "unknown_service"
 }

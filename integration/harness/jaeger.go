@@ -20,16 +20,32 @@ type Jaeger struct {
 	proc     *Process
 }
 
+// JaegerOption configures StartJaeger.
+type JaegerOption func(*jaegerConfig)
+
+type jaegerConfig struct{ queryPort int }
+
+// WithJaegerQueryPort makes the HTTP query API listen on 127.0.0.1:port instead of a free port.
+func WithJaegerQueryPort(port int) JaegerOption { return func(c *jaegerConfig) { c.queryPort = port } }
+
 // StartJaeger starts Jaeger with every port on a free loopback port — its defaults (4317,
 // 16686, 8888, ...) would collide with the collector under test — and waits for its health
 // check. Jaeger's own telemetry stays off for the same reason.
-func StartJaeger(t TB) *Jaeger {
+func StartJaeger(t TB, opts ...JaegerOption) *Jaeger {
 	t.Helper()
+	var jc jaegerConfig
+	for _, o := range opts {
+		o(&jc)
+	}
 	tools := MustTools(t)
 	bin := tools.Path(t, "jaeger", "JAEGER_VERSION", "jaeger")
 	dir := t.TempDir()
 	j := &Jaeger{OTLPGRPC: Loopback(FreePort(t)), OTLPHTTP: Loopback(FreePort(t))}
-	queryHTTP, queryGRPC, health := Loopback(FreePort(t)), Loopback(FreePort(t)), Loopback(FreePort(t))
+	queryPort := jc.queryPort
+	if queryPort == 0 {
+		queryPort = FreePort(t)
+	}
+	queryHTTP, queryGRPC, health := Loopback(queryPort), Loopback(FreePort(t)), Loopback(FreePort(t))
 	j.QueryURL = "http://" + queryHTTP
 	cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]

@@ -28,10 +28,22 @@ type Kafka struct {
 	logConfig string
 }
 
+// KafkaOption configures StartKafka.
+type KafkaOption func(*kafkaConfig)
+
+type kafkaConfig struct{ port int }
+
+// WithKafkaPort makes the broker listen on 127.0.0.1:port instead of a free port.
+func WithKafkaPort(port int) KafkaOption { return func(c *kafkaConfig) { c.port = port } }
+
 // StartKafka formats a fresh log directory, starts the broker, and waits until it answers
 // metadata requests.
-func StartKafka(t TB) *Kafka {
+func StartKafka(t TB, opts ...KafkaOption) *Kafka {
 	t.Helper()
+	var kc kafkaConfig
+	for _, o := range opts {
+		o(&kc)
+	}
 	tools := MustTools(t)
 	home := filepath.Dir(tools.Path(t, "kafka", "KAFKA_VERSION", "libs"))
 	java, err := exec.LookPath("java")
@@ -39,7 +51,10 @@ func StartKafka(t TB) *Kafka {
 		t.Fatalf("harness: Kafka needs Java 17 or newer on PATH: %v", err)
 	}
 	dir := t.TempDir()
-	port, ctrlPort := FreePort(t), FreePort(t)
+	port, ctrlPort := kc.port, FreePort(t)
+	if port == 0 {
+		port = FreePort(t)
+	}
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:%[2]d

@@ -21,6 +21,7 @@ type Prometheus struct {
 }
 
 type promConfig struct {
+	port         int
 	interval     time.Duration
 	targets      []promTarget
 	ruleFiles    []string
@@ -35,6 +36,11 @@ type PrometheusOption func(*promConfig)
 // WithScrapeTarget adds a scrape job for hostport (e.g. "127.0.0.1:8080") at path.
 func WithScrapeTarget(job, hostport, path string) PrometheusOption {
 	return func(c *promConfig) { c.targets = append(c.targets, promTarget{job, hostport, path}) }
+}
+
+// WithPrometheusPort makes Prometheus listen on 127.0.0.1:port instead of a free port.
+func WithPrometheusPort(port int) PrometheusOption {
+	return func(c *promConfig) { c.port = port }
 }
 
 // WithScrapeInterval sets the global scrape and rule evaluation interval (default 1s).
@@ -86,7 +92,11 @@ func StartPrometheus(t TB, opts ...PrometheusOption) *Prometheus {
 		t.Fatal(err)
 	}
 
-	addr := Loopback(FreePort(t))
+	port := cfg.port
+	if port == 0 {
+		port = FreePort(t)
+	}
+	addr := Loopback(port)
 	p := &Prometheus{URL: "http://" + addr}
 	p.proc = StartProcess(t, ProcessSpec{
 		Name: "prometheus",
