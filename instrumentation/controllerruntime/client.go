@@ -238,7 +238,13 @@ func (w *clientWrapper) do(ctx context.Context, verb, sub string, obj runtime.Ob
 			)
 			if err != nil {
 				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
+				// A 4xx is an answer, not a failure, for a controller: NotFound drives
+				// CreateOrUpdate and IgnoreNotFound, Conflict a retry. Marking it an error would
+				// make every such reconcile look failed to error-based tail sampling; the
+				// reconcile span carries the status of the reconcile as a whole.
+				if code == 0 || code >= 500 {
+					span.SetStatus(codes.Error, err.Error())
+				}
 			}
 		}
 		span.End()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
@@ -64,6 +65,9 @@ func TestClientCallsAreChildSpansOfTheReconcile(t *testing.T) {
 	notFound := spans[3]
 	if v, _ := spanAttr(notFound, semconv.APICodeKey); v.AsInt64() != 404 {
 		t.Errorf("NotFound get code = %d, want 404", v.AsInt64())
+	}
+	if notFound.Status().Code == codes.Error || len(notFound.Events()) == 0 {
+		t.Errorf("a 404 is recorded as an event but is not an error status: status %v events %v", notFound.Status(), notFound.Events())
 	}
 	if v, _ := spanAttr(spans[1], semconv.ObjectNameKey); v.AsString() != "cm1" {
 		t.Errorf("get span object name = %q", v.AsString())

@@ -1,0 +1,415 @@
+package integration
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	demov1alpha1 "github.com/gowatchtower/watchtower/examples/workload-operator/api/v1alpha1"
+	"github.com/gowatchtower/watchtower/integration/harness"
+)
+
+// gateway is the otelcol-watchtower binary running deploy/collector/gateway.yaml.
+type gateway struct {
+	OTLPHTTP, OTLPGRPC, PrometheusExporter string
+	proc                                    *harness.Process
+}
+
+// startGateway runs bin/otelcol-watchtower (built by `make otelcol`) with gateway.yaml, every
+// endpoint on a free loopback port, plus env overrides.
+func startGateway(t *testing.T, kafka *harness.Kafka, tracesEndpoint string, env ...string) *gateway {
+	t.Helper()
+	tools := harness.MustTools(t)
+	bin := filepath.Join(tools.RepoRoot, "bin", "otelcol-watchtower")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s is missing: run `make otelcol` (make test-integration does)", bin)
+	}
+	g := &gateway{
+		OTLPHTTP:           harness.Loopback(harness.FreePort(t)),
+		OTLPGRPC:           harness.Loopback(harness.FreePort(t)),
+		PrometheusExporter: harness.Loopback(harness.FreePort(t)),
+	}
+	health := harness.Loopback(harness.FreePort(t))
+	g.proc = harness.StartProcess(t, harness.ProcessSpec{
+		Name: "otelcol-watchtower",
+		Path: bin,
+		Args: []string{"--config", filepath.Join(tools.RepoRoot, "deploy", "collector", "gateway.yaml")},
+		Env: append([]string{
+			"WATCHTOWER_OTLP_GRPC_ENDPOINT=" + g.OTLPGRPC,
+			"WATCHTOWER_OTLP_HTTP_ENDPOINT=" + g.OTLPHTTP,
+			"WATCHTOWER_KAFKA_BROKERS=" + kafka.Bootstrap,
+			"WATCHTOWER_TRACES_ENDPOINT=" + tracesEndpoint,
+			"WATCHTOWER_PROMETHEUS_ENDPOINT=" + g.PrometheusExporter,
+			"WATCHTOWER_HEALTH_ENDPOINT=" + health,
+			"WATCHTOWER_SELF_METRICS_HOST=127.0.0.1",
+			fmt.Sprintf("WATCHTOWER_SELF_METRICS_PORT=%d", harness.FreePort(t)),
+			"WATCHTOWER_QUEUE_DIR=" + t.TempDir(),
+		}, env...),
+		StopTimeout: 15 * time.Second,
+	})
+	g.proc.MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+health+"/"))
+	return g
+}
+
+// kafkaSpan is one span read back from Kafka, with where it was found.
+type kafkaSpan struct {
+	service   string
+	partition int32
+	span      ptrace.Span
+}
+
+func (s kafkaSpan) attr(key string) string {
+	v, ok := s.span.Attributes().Get(key)
+	if !ok {
+		return ""
+	}
+	return v.AsString()
+}
+
+// readSpans decodes every record of the spans topic (OTLP protobuf) up to the current end.
+func readSpans(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic string, records int) []kafkaSpan {
+	t.Helper()
+	recs, err := kafka.ReadRecords(ctx, topic, records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []kafkaSpan
+	var u ptrace.ProtoUnmarshaler
+	for _, rec := range recs {
+		td, err := u.UnmarshalTraces(rec.Value)
+		if err != nil {
+			t.Fatalf("record at partition %d offset %d is not OTLP protobuf traces: %v", rec.Partition, rec.Offset, err)
+		}
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			svc, _ := rs.Resource().Attributes().Get("service.name")
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j)
+				for k := 0; k < ss.Spans().Len(); k++ {
+					out = append(out, kafkaSpan{service: svc.AsString(), partition: rec.Partition, span: ss.Spans().At(k)})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// topicEnd returns the number of records in topic (sum of partition end offsets).
+func topicEnd(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic string) int {
+	t.Helper()
+	n, err := kafka.RecordCount(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
+
+// TestEndToEnd is what a user of GoWatchtower checks: the example operator, instrumented as
+// documented, reconciles fast, slow and failing Workloads on a real API server; its telemetry
+// goes through otelcol-watchtower (gateway.yaml) to Kafka (everything), Prometheus (metrics)
+// and Jaeger (only the slow and failed reconciles).
+func TestEndToEnd(t *testing.T) {
+	const slowThreshold = 1000 * time.Millisecond
+	kube, c := startKubeWithWorkloadCRD(t)
+	kafka := harness.StartKafka(t)
+	kafka.CreateTopic(t, "otlp_spans", 3)
+	kafka.CreateTopic(t, "otlp_metrics", 1)
+	jaeger := harness.StartJaeger(t)
+	gw := startGateway(t, kafka, jaeger.OTLPGRPC,
+		"WATCHTOWER_SLOW_THRESHOLD_MS="+fmt.Sprint(slowThreshold.Milliseconds()),
+		"WATCHTOWER_SAMPLING_BASELINE_PERCENT=0", // fast successful reconciles must not reach Jaeger at all
+		"WATCHTOWER_SAMPLING_DECISION_WAIT=3s",
+		"WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s",
+	)
+	metricsURL, op := startOperator(t, kube,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+gw.OTLPHTTP,
+		"OTEL_METRIC_EXPORT_INTERVAL=1000",
+		"POD_NAME=workload-operator-e2e", "POD_NAMESPACE=default")
+	prom := harness.StartPrometheus(t,
+		harness.WithScrapeTarget("otelcol-watchtower", gw.PrometheusExporter, "/metrics"),
+		harness.WithScrapeTarget("workload-operator", strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics"), "/metrics"))
+	ctx := ctxTimeout(t, 4*time.Minute)
+
+	workloads := map[string]demov1alpha1.WorkloadSpec{
+		"fast-nginx":  {Type: demov1alpha1.Nginx, Replicas: ptr.To[int32](2)},
+		"fast-cpu":    {Type: demov1alpha1.StressCPU},
+		"slow-memory": {Type: demov1alpha1.MemoryLoad, ReconcileDelay: "1200ms"},
+		"flaky":       {Type: demov1alpha1.Nginx, FailWith: demov1alpha1.FailTransient},
+		"broken":      {Type: demov1alpha1.StressCPU, FailWith: demov1alpha1.FailTerminal},
+	}
+	for name, spec := range workloads {
+		if err := c.Create(ctx, &demov1alpha1.Workload{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: spec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, ctx, "every Workload to report its Reconciled condition", func() (bool, error) {
+		var list demov1alpha1.WorkloadList
+		if err := c.List(ctx, &list); err != nil {
+			return false, err
+		}
+		done := 0
+		for _, w := range list.Items {
+			for _, cond := range w.Status.Conditions {
+				if cond.Type == "Reconciled" && cond.ObservedGeneration == w.Generation {
+					done++
+				}
+			}
+		}
+		return done == len(workloads), nil
+	})
+	// Deleting goes through the finalizer path; deleting the failing ones also ends their retries.
+	for _, name := range []string{"fast-cpu", "flaky", "broken"} {
+		if err := c.Delete(ctx, &demov1alpha1.Workload{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, ctx, "the deleted Workloads to be gone", func() (bool, error) {
+		var list demov1alpha1.WorkloadList
+		err := c.List(ctx, &list)
+		return err == nil && len(list.Items) == 2, err
+	})
+	events, err := eventReasonsByObject(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Prometheus, scraping the operator: our reconcile count equals controller-runtime's own.
+	if _, err := prom.WaitForQuery(ctx,
+		`sum(watchtower_reconciles_total{job="workload-operator",watchtower_controller_name="workload"}) == sum(controller_runtime_reconcile_total{job="workload-operator",controller="workload"}) and sum(watchtower_reconciles_total{job="workload-operator"}) > 0`,
+		func(s []harness.Sample) bool { return len(s) == 1 }); err != nil {
+		t.Errorf("watchtower_reconciles_total must equal controller_runtime_reconcile_total on the operator's /metrics: %v", err)
+	}
+
+	// Stop the operator: its SDK flushes every span and then the final metrics on the way out.
+	if err := op.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if op.Killed() {
+		t.Fatalf("the operator needed SIGKILL to stop:\n%s", op.LogTail(4096))
+	}
+
+	// Prometheus, through the collector: reconcile metrics per controller and result, queue wait,
+	// API calls, and the operator's exported-span counter (its final value, pushed at shutdown).
+	for q, want := range map[string]int{
+		`count by (watchtower_reconcile_result) (watchtower_reconciles_total{job="otelcol-watchtower",exported_job="workload-operator",watchtower_controller_name="workload"})`: 3, // success, error, terminal_error
+		`sum(watchtower_reconcile_duration_seconds_bucket{job="otelcol-watchtower",exported_job="workload-operator",le="+Inf"})`:                                             1,
+		`sum(watchtower_queue_wait_seconds_count{job="otelcol-watchtower",exported_job="workload-operator"})`:                                                                1,
+		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="cache"})`:                              1,
+		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="api_server"})`:                         1,
+	} {
+		q, want := q, want
+		if _, err := prom.WaitForQuery(ctx, q, func(s []harness.Sample) bool { return len(s) >= want }); err != nil {
+			t.Errorf("Prometheus (via the collector): %v", err)
+		}
+	}
+	exported, err := prom.WaitForQuery(ctx, `sum(watchtower_telemetry_exported_total{job="otelcol-watchtower",exported_job="workload-operator",watchtower_telemetry_signal="traces"})`,
+		func(s []harness.Sample) bool { return len(s) == 1 && s[0].Value > 0 })
+	if err != nil {
+		t.Fatalf("the operator's exported-span counter never reached Prometheus: %v", err)
+	}
+	// The final push may land after the first non-zero value: wait until it stops moving.
+	var exportedSpans int
+	for stable := 0; stable < 3; {
+		time.Sleep(time.Second)
+		again, err := prom.Query(ctx, `sum(watchtower_telemetry_exported_total{job="otelcol-watchtower",exported_job="workload-operator",watchtower_telemetry_signal="traces"})`)
+		if err != nil || len(again) != 1 {
+			t.Fatalf("exported-span counter: %v %v", again, err)
+		}
+		if again[0].Value == exported[0].Value {
+			stable++
+		} else {
+			stable = 0
+			exported = again
+		}
+	}
+	exportedSpans = int(exported[0].Value)
+
+	// Kafka holds every span the operator exported — exactly — as OTLP protobuf, each trace in
+	// one partition.
+	var spans []kafkaSpan
+	waitFor(t, ctx, fmt.Sprintf("Kafka to hold the %d spans the operator exported", exportedSpans), func() (bool, error) {
+		spans = readSpans(t, ctx, kafka, "otlp_spans", topicEnd(t, ctx, kafka, "otlp_spans"))
+		n := 0
+		for _, s := range spans {
+			if s.service == "workload-operator" {
+				n++
+			}
+		}
+		if n > exportedSpans {
+			return false, fmt.Errorf("Kafka has %d operator spans, more than the %d exported", n, exportedSpans)
+		}
+		return n == exportedSpans, nil
+	})
+	partitionOf := map[pcommon.TraceID]int32{}
+	byTrace := map[pcommon.TraceID][]kafkaSpan{}
+	for _, s := range spans {
+		tid := s.span.TraceID()
+		if p, ok := partitionOf[tid]; ok && p != s.partition {
+			t.Errorf("trace %s is split over partitions %d and %d", tid, p, s.partition)
+		}
+		partitionOf[tid] = s.partition
+		byTrace[tid] = append(byTrace[tid], s)
+	}
+
+	// Which reconciles the tail sampler must keep: the slow ones and the failed ones.
+	want := map[string]string{} // trace ID -> object
+	var roots []kafkaSpan
+	for _, s := range spans {
+		if s.span.Name() != "reconcile workload" {
+			continue
+		}
+		roots = append(roots, s)
+		d := s.span.EndTimestamp().AsTime().Sub(s.span.StartTimestamp().AsTime())
+		if d >= slowThreshold || s.span.Status().Code() == ptrace.StatusCodeError {
+			want[s.span.TraceID().String()] = s.attr("watchtower.object.name")
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no slow or failed reconcile in Kafka")
+	}
+
+	// Every Kubernetes Event the operator emitted is a span event of the reconcile of its object.
+	spanEvents := map[string]bool{} // object/reason
+	for _, r := range roots {
+		for i := 0; i < r.span.Events().Len(); i++ {
+			e := r.span.Events().At(i)
+			if reason, ok := e.Attributes().Get("watchtower.event.reason"); ok && e.Name() == "k8s.event" {
+				spanEvents[r.attr("watchtower.object.name")+"/"+reason.AsString()] = true
+			}
+		}
+	}
+	if len(events) == 0 {
+		t.Fatal("the operator emitted no Events")
+	}
+	for _, ev := range events {
+		if !spanEvents[ev] {
+			t.Errorf("Event %s is not a span event of any reconcile (span events: %v)", ev, keys(spanEvents))
+		}
+	}
+
+	// Deleting a Workload is traced through the finalizer path.
+	deletion := false
+	for _, r := range roots {
+		if r.attr("watchtower.object.name") != "fast-cpu" || !spanEvents["fast-cpu/CleanedUp"] {
+			continue
+		}
+		for _, s := range byTrace[r.span.TraceID()] {
+			if s.span.Name() == "delete Deployment" && s.span.ParentSpanID() == r.span.SpanID() {
+				deletion = true
+			}
+		}
+	}
+	if !deletion {
+		t.Error("no reconcile of fast-cpu with a delete Deployment child span and a CleanedUp event in Kafka")
+	}
+
+	// Jaeger holds exactly the slow and failed reconciles, each whole, and none of the fast
+	// successful ones (baseline 0).
+	var got map[string]harness.JaegerTrace
+	waitFor(t, ctx, fmt.Sprintf("Jaeger to hold the %d slow or failed reconcile traces", len(want)), func() (bool, error) {
+		traces, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: "workload-operator", Limit: 1000})
+		if err != nil {
+			return false, err
+		}
+		got = map[string]harness.JaegerTrace{}
+		for _, tr := range traces {
+			got[tr.TraceID] = tr
+		}
+		return len(got) >= len(want), nil
+	})
+	for id := range got {
+		if _, ok := want[id]; !ok {
+			t.Errorf("Jaeger has trace %s, which is neither slow nor failed (baseline 0)", id)
+		}
+	}
+	slowSeen, failedSeen := false, false
+	for id, object := range want {
+		tr, ok := got[id]
+		if !ok {
+			t.Errorf("Jaeger lacks the trace %s of a slow or failed reconcile of %s", id, object)
+			continue
+		}
+		var tid pcommon.TraceID
+		if b, err := hex.DecodeString(id); err != nil || copy(tid[:], b) != len(tid) {
+			t.Fatalf("bad trace ID %q", id)
+		}
+		if len(tr.Spans) != len(byTrace[tid]) {
+			t.Errorf("trace %s: Jaeger has %d spans, Kafka %d: the trace must arrive whole", id, len(tr.Spans), len(byTrace[tid]))
+		}
+		var root harness.JaegerSpan
+		children := map[string]harness.JaegerSpan{}
+		for _, s := range tr.Spans {
+			if s.OperationName == "reconcile workload" {
+				root = s
+			}
+		}
+		for _, s := range tr.Spans {
+			if s.ParentSpanID() == root.SpanID {
+				children[s.OperationName] = s
+			}
+		}
+		if v, _ := root.Tag("watchtower.object.name"); v != object {
+			t.Errorf("trace %s: root span names object %v, want %s", id, v, object)
+		}
+		if g, ok := children["get Workload"]; !ok {
+			t.Errorf("trace %s: no get Workload child; children %v", id, keys(children))
+		} else if src, _ := g.Tag("watchtower.api.source"); src != "cache" {
+			t.Errorf("trace %s: get Workload served from %v, want cache", id, src)
+		}
+		switch object {
+		case "slow-memory":
+			slowSeen = true
+			if root.Duration < slowThreshold.Microseconds() {
+				t.Errorf("trace %s of slow-memory lasted %dµs", id, root.Duration)
+			}
+		case "flaky", "broken":
+			failedSeen = true
+			if v, _ := root.Tag("error"); v != true {
+				t.Errorf("trace %s of %s: root span is not marked as an error (tags %v)", id, object, root.Tags)
+			}
+			if len(root.Logs) == 0 {
+				t.Errorf("trace %s of %s: the error is not recorded as an event", id, object)
+			}
+		}
+	}
+	if !slowSeen || !failedSeen {
+		t.Errorf("want at least one slow and one failed reconcile in Jaeger, got slow=%v failed=%v", slowSeen, failedSeen)
+	}
+	t.Logf("e2e: %d operator spans exported = %d in Kafka; %d reconciles, %d slow or failed kept in Jaeger; %d Events as span events",
+		exportedSpans, exportedSpans, len(roots), len(want), len(events))
+}
+
+// eventReasonsByObject lists "object/reason" for every Event in the default namespace.
+func eventReasonsByObject(ctx context.Context, c client.Client) ([]string, error) {
+	var list corev1.EventList
+	if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, e := range list.Items {
+		seen[e.InvolvedObject.Name+"/"+e.Reason] = true
+	}
+	return keys(seen), nil
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
