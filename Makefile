@@ -9,13 +9,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 include tools/versions.env
+include mk/otelcol.mk
 
 TOOLS_DIR := $(shell hack/tools.sh --dir)
 export WATCHTOWER_TOOLS_DIR := $(TOOLS_DIR)
 STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 # Every Go module of the repository.
-MODULES := . integration
+MODULES := . integration otelcol-watchtower
 
 GO_TEST_FLAGS ?=
 INTEGRATION_TIMEOUT ?= 40m
@@ -49,7 +50,7 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 	cd integration && go test -race -count=1 $(GO_TEST_FLAGS) ./harness/...
 
 .PHONY: test-integration
-test-integration: tools ## tests against the real components started by integration/harness
+test-integration: tools otelcol ## tests against the real components started by integration/harness
 	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(GO_TEST_FLAGS) .) || rc=$$?; \
 	  hack/reap.sh || rc=1; \
 	  exit $$rc
@@ -75,8 +76,10 @@ bin:
 	@mkdir -p bin
 
 .PHONY: demo
-demo: ## start the local stack with the example operator and print where to look
-	@echo "make demo: not implemented yet (needs the example operator and the collector distribution)" >&2; exit 1
+DEMO_FLAGS ?=
+demo: tools otelcol | bin ## the whole local stack with the example operator; prints where to look; Ctrl-C stops it
+	cd integration && go build -o ../bin/watchtower-demo ./cmd/demo
+	bin/watchtower-demo $(DEMO_FLAGS)
 
 .PHONY: clean
 clean: ## remove build outputs in the repository (the tool cache stays; see clean-tools)

@@ -210,8 +210,8 @@ GoWatchtower demo is ready. Workloads: %s
 
   Slow reconciles in Jaeger (root span "reconcile workload", API calls as children):
     curl -s '%s/api/traces?service=workload-operator&operation=reconcile%%20workload&minDuration=1s&limit=5'
-  Failed reconciles:
-    curl -s '%s/api/traces?service=workload-operator&tags=%%7B%%22error%%22%%3A%%22true%%22%%7D&limit=5'
+  Failed reconciles (result error; terminal_error for terminal ones):
+    curl -s '%s/api/traces?service=workload-operator&tags=%%7B%%22watchtower.reconcile.result%%22%%3A%%22error%%22%%7D&limit=5'
 
   Reconciles per second by result, from Prometheus:
     curl -s '%s/api/v1/query' --data-urlencode 'query=sum by (watchtower_reconcile_result) (rate(watchtower_reconciles_total[1m]))'
