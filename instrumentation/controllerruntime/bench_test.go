@@ -161,7 +161,8 @@ func BenchmarkClientGet(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			tp, mp := benchProviders(b, m.sampled)
-			c := WrapClient(fake.NewClientBuilder().WithObjects(cm).Build(), WithTracerProvider(tp), WithMeterProvider(mp))
+			// As NewClient builds it: with the per-call state the cache marker fills in.
+			c := wrapClient(fake.NewClientBuilder().WithObjects(cm).Build(), true, []Option{WithTracerProvider(tp), WithMeterProvider(mp)})
 			ctx, span := tp.Tracer("x").Start(context.Background(), "reconcile widget")
 			defer span.End()
 			run(b, c, contextWithState(ctx, &reconcileState{controller: "widget", span: span}))

@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -35,7 +36,7 @@ func NewClient(opts ...Option) client.NewClientFunc {
 		if err != nil {
 			return nil, err
 		}
-		return WrapClient(c, opts...), nil
+		return wrapClient(c, o.Cache != nil && o.Cache.Reader != nil, opts), nil
 	}
 }
 
@@ -56,10 +57,21 @@ func (m *cacheMarker) List(ctx context.Context, list client.ObjectList, opts ...
 	return m.Reader.List(ctx, list, opts...)
 }
 
-// callState travels in the context of one logical call, for the cache marker to fill in.
-type callState struct{ fromCache bool }
+// callState travels in the context of one logical call, for the cache marker to fill in. It
+// is itself the call's context (one allocation, not two).
+type callState struct {
+	context.Context
+	fromCache bool
+}
 
 type callStateKey struct{}
+
+func (cs *callState) Value(key any) any {
+	if key == (callStateKey{}) {
+		return cs
+	}
+	return cs.Context.Value(key)
+}
 
 func callStateFrom(ctx context.Context) *callState {
 	cs, _ := ctx.Value(callStateKey{}).(*callState)
@@ -73,12 +85,17 @@ func callStateFrom(ctx context.Context) *callState {
 // served from the cache only when c was built by NewClient; otherwise they count as API-server
 // calls. Watches pass through untraced: a watch lasts as long as its connection.
 func WrapClient(c client.WithWatch, opts ...Option) client.WithWatch {
+	return wrapClient(c, false, opts)
+}
+
+func wrapClient(c client.WithWatch, markCache bool, opts []Option) client.WithWatch {
 	cfg := newConfig(opts)
 	w := &clientWrapper{
-		cfg:    cfg,
-		tracer: cfg.tracerProvider.Tracer(ScopeName),
-		in:     instrumentsFor(cfg.meterProvider),
-		scheme: c.Scheme(),
+		markCache: markCache,
+		cfg:       cfg,
+		tracer:    cfg.tracerProvider.Tracer(ScopeName),
+		in:        instrumentsFor(cfg.meterProvider),
+		scheme:    c.Scheme(),
 	}
 	return interceptor.NewClient(c, interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -137,10 +154,12 @@ func WrapClient(c client.WithWatch, opts ...Option) client.WithWatch {
 }
 
 type clientWrapper struct {
-	cfg    config
-	tracer trace.Tracer
-	in     *instruments
-	scheme *runtime.Scheme
+	cfg config
+	// markCache is set by NewClient, whose cache reader marks reads served from memory.
+	markCache bool
+	tracer    trace.Tracer
+	in        *instruments
+	scheme    *runtime.Scheme
 
 	// calls caches span names and kinds per (verb, Go type, subresource): resolving a GVK
 	// through the scheme and building a span name allocate, and the combinations are few.
@@ -154,10 +173,13 @@ type callKey struct {
 }
 
 type callInfo struct {
+	verb, sub   string
 	spanName    string
 	group, kind string
-	attrs       []attribute.KeyValue // verb, group, kind, subresource
-	startOpts   []trace.SpanStartOption
+	// opts caches the metric attribute sets of this call per (controller, source, code).
+	opts      sync.Map             // resultKey -> []metric.RecordOption
+	attrs     []attribute.KeyValue // verb, group, kind, subresource
+	startOpts []trace.SpanStartOption
 }
 
 func (w *clientWrapper) info(verb, sub string, obj runtime.Object) *callInfo {
@@ -173,7 +195,7 @@ func (w *clientWrapper) info(verb, sub string, obj runtime.Object) *callInfo {
 	if v, ok := w.calls.Load(k); ok {
 		return v.(*callInfo)
 	}
-	ci := &callInfo{kind: "Unknown"}
+	ci := &callInfo{kind: "Unknown", verb: verb, sub: sub}
 	if obj != nil {
 		gvk := k.gvk
 		if gvk.Kind == "" {
@@ -198,6 +220,26 @@ func (w *clientWrapper) info(verb, sub string, obj runtime.Object) *callInfo {
 	return v.(*callInfo)
 }
 
+type resultKey struct {
+	controller string
+	fromCache  bool
+	code       int
+}
+
+func (ci *callInfo) recordOpts(in *instruments, controller string, fromCache bool, code int) []metric.RecordOption {
+	k := resultKey{controller, fromCache, code}
+	if v, ok := ci.opts.Load(k); ok {
+		return v.([]metric.RecordOption)
+	}
+	source := semconv.APISourceAPIServerValue
+	if fromCache {
+		source = semconv.APISourceCacheValue
+	}
+	opts := in.apiRecordOpts(apiSetKey{controller: controller, verb: ci.verb, group: ci.group, kind: ci.kind, subresource: ci.sub, source: source, code: code})
+	v, _ := ci.opts.LoadOrStore(k, opts)
+	return v.([]metric.RecordOption)
+}
+
 func isUnstructured(obj runtime.Object) bool {
 	_, ok := obj.(runtime.Unstructured)
 	return ok
@@ -210,14 +252,18 @@ func (w *clientWrapper) do(ctx context.Context, verb, sub string, obj runtime.Ob
 	if st != nil || w.cfg.apiSpansOutsideReconcile {
 		ctx, span = w.tracer.Start(ctx, ci.spanName, ci.startOpts...)
 	}
-	cs := &callState{}
-	ctx = context.WithValue(ctx, callStateKey{}, cs)
+	var cs *callState
+	if w.markCache {
+		cs = &callState{Context: ctx}
+		ctx = cs
+	}
 	start := time.Now()
 	err := call(ctx)
 	elapsed := time.Since(start)
 
+	fromCache := cs != nil && cs.fromCache
 	source := semconv.APISourceAPIServerValue
-	if cs.fromCache {
+	if fromCache {
 		source = semconv.APISourceCacheValue
 	}
 	code := statusCode(err)
@@ -225,9 +271,11 @@ func (w *clientWrapper) do(ctx context.Context, verb, sub string, obj runtime.Ob
 	if st != nil {
 		controller = st.controller
 	}
-	w.in.apiDuration.Record(ctx, elapsed.Seconds(), w.in.apiRecordOpts(apiSetKey{
-		controller: controller, verb: verb, group: ci.group, kind: ci.kind, subresource: sub, source: source, code: code,
-	})...)
+	mctx := context.Background() // the span's context only when it can be an exemplar
+	if span != nil && span.SpanContext().IsSampled() {
+		mctx = ctx
+	}
+	w.in.apiDuration.Record(mctx, elapsed.Seconds(), ci.recordOpts(w.in, controller, fromCache, code)...)
 	if span != nil {
 		if span.IsRecording() {
 			span.SetAttributes(

@@ -82,4 +82,3 @@ func ExampleNewManager() {
 	}
 	_ = mgr.Start(ctrl.SetupSignalHandler())
 }
-

@@ -35,7 +35,7 @@ func NewManager(cfg *rest.Config, options manager.Options, opts ...Option) (mana
 				return nil, err
 			}
 			if ww, ok := c.(client.WithWatch); ok {
-				return WrapClient(ww, opts...), nil
+				return wrapClient(ww, o.Cache != nil && o.Cache.Reader != nil, opts), nil
 			}
 			return c, nil
 		}

@@ -130,21 +130,6 @@ func (t *queueTap[req]) take(item req) (started, bool) {
 	return s, ok
 }
 
-// takeQueueWait returns the queue wait and retry count the tap of controller recorded when a
-// worker took item, if the controller's queue is tapped.
-func takeQueueWait[req comparable](controller string, item req, _ time.Time) (time.Duration, int, bool) {
-	v, ok := taps.Load(controller)
-	if !ok {
-		return 0, 0, false
-	}
-	tap, ok := v.(*queueTap[req])
-	if !ok {
-		return 0, 0, false
-	}
-	s, ok := tap.take(item)
-	return s.wait, s.retries, ok
-}
-
 // tappedLimiter learns the backoff of each rate-limited requeue, i.e. when it becomes due.
 type tappedLimiter[req comparable] struct {
 	workqueue.TypedRateLimiter[req]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -106,6 +107,9 @@ type reconciler[req comparable] struct {
 	newRootOpts []trace.SpanStartOption
 	ctrlAttrs   []attribute.KeyValue
 
+	// tap caches the queue tap of this controller once NewQueue has registered it.
+	tap atomic.Pointer[queueTap[req]]
+
 	recordOpts [numResults][]metric.RecordOption
 	addOpts    [numResults][]metric.AddOption
 	waitOpts   []metric.RecordOption
@@ -119,7 +123,7 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	}
 	ctx, span := d.tracer.Start(ctx, d.spanNam, startOpts...)
 	st := &reconcileState{controller: d.name, span: span, start: start}
-	st.wait, st.retries, st.queued = takeQueueWait(d.name, r, start)
+	st.wait, st.retries, st.queued = d.takeQueueWait(r)
 	if nn, ok := any(r).(reconcile.Request); ok {
 		st.object = nn.NamespacedName
 		st.hasObject = true
@@ -152,6 +156,23 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	}
 	d.finish(st, result)
 	return res, err
+}
+
+// takeQueueWait returns what the controller's queue tap recorded when a worker took r.
+func (d *reconciler[req]) takeQueueWait(r req) (time.Duration, int, bool) {
+	tap := d.tap.Load()
+	if tap == nil {
+		v, ok := taps.Load(d.name)
+		if !ok {
+			return 0, 0, false
+		}
+		if tap, ok = v.(*queueTap[req]); !ok {
+			return 0, 0, false
+		}
+		d.tap.Store(tap)
+	}
+	s, ok := tap.take(r)
+	return s.wait, s.retries, ok
 }
 
 // recoverPanic records a panic and re-raises it: controller-runtime's recovery, panic counter
@@ -194,7 +215,13 @@ func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
 		st.span.SetAttributes(a...)
 	}
 	st.span.End()
-	ctx := st.parent
+	// The span's context goes with the measurement only when the span is sampled: then the
+	// histogram can keep it as an exemplar (a trace ID next to the bucket). Otherwise the SDK
+	// would walk the context for nothing.
+	ctx := context.Background()
+	if st.span.SpanContext().IsSampled() {
+		ctx = st.parent
+	}
 	d.in.reconcileDuration.Record(ctx, time.Since(st.start).Seconds(), d.recordOpts[result]...)
 	d.in.reconciles.Add(ctx, 1, d.addOpts[result]...)
 }
