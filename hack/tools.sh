@@ -18,7 +18,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${WATCHTOWER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gowatchtower/tools}
 if [ "${1:-}" = "--dir" ]; then echo "$tools_dir"; exit 0; fi
 
-all=(kubernetes etcd envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen)
+all=(kubernetes etcd envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=("${all[@]}")
 
@@ -232,6 +232,8 @@ build_telemetrygen() {
 
 build_controller_gen() { go_install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"; "$out/controller-gen" --version; }
 
+build_helm() { go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; "$out/helm" version --short; }
+
 build_staticcheck() { go_install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"; "$out/staticcheck" -version; }
 
 build_kafka() {
@@ -255,6 +257,7 @@ for name in "${want[@]}"; do
     telemetrygen) need_go; component telemetrygen "$TELEMETRYGEN_VERSION" 2000 build_telemetrygen ;;
     staticcheck)  need_go; component staticcheck "$STATICCHECK_VERSION" 500 build_staticcheck ;;
     controller-gen) need_go; component controller-gen "$CONTROLLER_TOOLS_VERSION" 1000 build_controller_gen ;;
+    helm)         need_go; component helm "$HELM_VERSION" 1500 build_helm ;;
     kafka)        need_java; component kafka "$KAFKA_VERSION" 500 build_kafka ;;
     *) die "unknown component '$name'; known: ${all[*]}" ;;
   esac
