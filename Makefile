@@ -16,7 +16,8 @@ export WATCHTOWER_TOOLS_DIR := $(TOOLS_DIR)
 STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 # Every Go module of the repository.
-MODULES := . integration otelcol-watchtower
+MODULES := . integration deploy/dashboards/gen
+# otelcol-watchtower is linted by otelcol-lint, with the build tags it is built with (mk/otelcol.mk).
 
 GO_TEST_FLAGS ?=
 INTEGRATION_TIMEOUT ?= 40m
@@ -34,7 +35,7 @@ build: ## compile every module
 	@for m in $(MODULES); do echo "build: $$m"; (cd $$m && go build ./...); done
 
 .PHONY: lint
-lint: ## go vet and staticcheck over every module; fails on findings
+lint: otelcol-lint ## go vet and staticcheck over every module; fails on findings
 	@hack/tools.sh staticcheck >/dev/null
 	@for m in $(MODULES); do \
 	  echo "lint: go vet + staticcheck $$m"; \
@@ -58,18 +59,22 @@ test-integration: tools otelcol ## tests against the real components started by 
 .PHONY: generate
 CONTROLLER_GEN := $(TOOLS_DIR)/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
 EXAMPLE := examples/workload-operator
-generate: ## regenerate generated code, manifests and docs; tests fail when they are stale
+generate: ## regenerate generated code, manifests, dashboards and docs; tests fail when they are stale
 	go run ./semconv/internal/cmd/semconvgen
+	cd deploy/dashboards/gen && go run .
+	@hack/tools.sh controller-gen helm >/dev/null
 	@hack/tools.sh controller-gen >/dev/null
 	cd $(EXAMPLE) && $(CONTROLLER_GEN) object paths=./api/... && \
 	  $(CONTROLLER_GEN) crd rbac:roleName=workload-operator paths=./... \
 	    output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/chart.sh
 
 .PHONY: bench
 BENCH_COUNT ?= 5
-bench: | bin ## benchmarks of the instrumentation against the SDK floor; writes docs/performance.md
+bench: otelcol | bin ## benchmarks of the instrumentation against the SDK floor; writes docs/performance.md
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./instrumentation/... | tee bin/bench.txt
-	go run ./hack/benchreport -command "make bench (go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./instrumentation/...)" -o docs/performance.md < bin/bench.txt
+	cd integration && go test -run '^$$' -bench BenchmarkCollectorGatewayThroughput -benchtime 1x -count 3 . | tee -a ../bin/bench.txt
+	go run ./hack/benchreport -command "make bench" -binary bin/otelcol-watchtower -o docs/performance.md < bin/bench.txt
 	@echo "bench: wrote docs/performance.md"
 
 bin:

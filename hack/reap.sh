@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Backstop run after the integration tests: finds test components (anything executed from the
-# tool cache, or Kafka's JVM) that were orphaned — their parent died, so they were reparented to
+# tool cache — Kafka's JVM included —, the collector, binaries the tests built) that were orphaned — their parent died, so they were reparented to
 # init — kills them, and fails, because the harness should never have let that happen.
 # Processes with a living parent (e.g. a `make demo` running beside the tests) are left alone.
 set -uo pipefail
@@ -14,7 +14,7 @@ for d in /proc/[0-9]*; do
   exe=$(readlink "$d/exe" 2>/dev/null) || continue
   cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
   case "$exe $cmd" in
-    *"$tools_dir"*) leaked+=("$pid") ;;
+    *"$tools_dir"*|*/bin/otelcol-watchtower*|*/watchtower-bin-*) leaked+=("$pid") ;;
   esac
 done
 [ ${#leaked[@]} -eq 0 ] && exit 0

@@ -232,7 +232,19 @@ build_telemetrygen() {
 
 build_controller_gen() { go_install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"; "$out/controller-gen" --version; }
 
-build_helm() { go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; "$out/helm" version --short; }
+build_helm() {
+  # The ldflags of helm's own Makefile: reported version, and the Kubernetes version helm
+  # template/lint assume without a cluster (1.<minor of its client-go>).
+  local pkg=helm.sh/helm/v3 gomod minor
+  gomod=$(go mod download -json "$pkg@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  minor=$(sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$gomod")
+  [ -n "$minor" ] || { echo "no k8s.io/client-go requirement in $gomod"; return 1; }
+  GOBIN="$out" go install -trimpath -ldflags "-s -w -X $pkg/internal/version.version=$HELM_VERSION \
+    -X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=$minor \
+    -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "$pkg/cmd/helm@$HELM_VERSION"
+  "$out/helm" version --short
+}
 
 build_staticcheck() { go_install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"; "$out/staticcheck" -version; }
 

@@ -19,9 +19,15 @@ import (
 	"time"
 )
 
-type result struct{ ns, bytes, allocs []float64 }
+type result struct {
+	ns, bytes, allocs []float64
+	extra             map[string][]float64 // b.ReportMetric units, e.g. "spans/cpu-s"
+}
 
-var line = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
+var (
+	line   = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
+	metric = regexp.MustCompile(`\s([\d.]+(?:e[+-]?\d+)?) ([A-Za-z][\w/-]*)`)
+)
 
 func median(v []float64) float64 {
 	if len(v) == 0 {
@@ -35,6 +41,7 @@ func median(v []float64) float64 {
 func main() {
 	out := flag.String("o", "docs/performance.md", "report file")
 	command := flag.String("command", "make bench", "the command that produced the input, for the report")
+	binary := flag.String("binary", "", "the collector binary whose size to report")
 	flag.Parse()
 	results, order, err := parse(os.Stdin)
 	if err != nil {
@@ -52,7 +59,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "benchreport: the input lacks %s (run the instrumentation benchmarks with -benchmem)\n", strings.Join(need, ", "))
 		os.Exit(1)
 	}
-	if err := os.WriteFile(*out, []byte(report(results, order, *command)), 0o644); err != nil {
+	if err := os.WriteFile(*out, []byte(report(results, order, *command, *binary)), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "benchreport:", err)
 		os.Exit(1)
 	}
@@ -69,12 +76,16 @@ func parse(r io.Reader) (map[string]*result, []string, error) {
 		}
 		res, ok := results[m[1]]
 		if !ok {
-			res = &result{}
+			res = &result{extra: map[string][]float64{}}
 			results[m[1]] = res
 			order = append(order, m[1])
 		}
 		ns, _ := strconv.ParseFloat(m[2], 64)
 		res.ns = append(res.ns, ns)
+		for _, x := range metric.FindAllStringSubmatch(sc.Text()[len(m[0]):], -1) {
+			v, _ := strconv.ParseFloat(x[1], 64)
+			res.extra[x[2]] = append(res.extra[x[2]], v)
+		}
 		if m[3] != "" {
 			b, _ := strconv.ParseFloat(m[3], 64)
 			a, _ := strconv.ParseFloat(m[4], 64)
@@ -95,7 +106,7 @@ func verdict(ok bool) string {
 	return "**over budget**"
 }
 
-func report(r map[string]*result, order []string, command string) string {
+func report(r map[string]*result, order []string, command, binary string) string {
 	ns := func(n string) float64 { return median(r[n].ns) }
 	al := func(n string) float64 { return median(r[n].allocs) }
 	var b strings.Builder
@@ -131,8 +142,28 @@ func report(r map[string]*result, order []string, command string) string {
 				ns("BenchmarkReconcile/"+mode)/ns("BenchmarkFloorWithAttributes/"+mode))
 		}
 	}
+	if c, ok := r["BenchmarkCollectorGatewayThroughput"]; ok {
+		x := func(unit string) float64 { return median(c.extra[unit]) }
+		p("\n## Collector (otelcol-watchtower, deploy/collector/gateway.yaml)\n\n")
+		p("`BenchmarkCollectorGatewayThroughput` (integration/collector_bench_test.go) runs the built binary with the full gateway pipeline —\n")
+		p("span metrics, Kafka export through the file-backed queue to a real broker, tail sampling to Jaeger — with telemetrygen as the load\n")
+		p("(%d runs, medians). Collector CPU is read from /proc for the collector process alone.\n\n", len(c.ns))
+		p("| figure | measured | target | |\n|---|---|---|---|\n")
+		tput := x("spans/cpu-s")
+		p("| throughput | %.0f spans per CPU-second (at %.0f spans/s offered) | ≥ 100,000 | %s |\n", tput, x("spans/s"), verdict(tput >= 100000))
+		p("| start to healthy | %.0f ms | ≤ 200 ms | %s |\n", x("ms-to-healthy"), verdict(x("ms-to-healthy") <= 200))
+		p("| RSS idle / under that load | %.0f MiB / %.0f MiB | | |\n", x("MiB-rss-idle"), x("MiB-rss-load"))
+		if binary != "" {
+			if st, err := os.Stat(binary); err == nil {
+				p("| stripped binary | %.1f MB (%.1f MiB) | ≤ 100 MB | %s |\n", float64(st.Size())/1e6, float64(st.Size())/(1<<20), verdict(st.Size() <= 100_000_000))
+			}
+		}
+	}
 	p("\n## All results\n\n| benchmark | ns/op | B/op | allocs/op | runs |\n|---|---|---|---|---|\n")
 	for _, n := range order {
+		if strings.HasPrefix(n, "BenchmarkCollector") {
+			continue
+		}
 		p("| %s | %.0f | %.0f | %.0f | %d |\n", strings.TrimPrefix(n, "Benchmark"), ns(n), median(r[n].bytes), median(r[n].allocs), len(r[n].ns))
 	}
 	p("\nWhat the benchmarks measure is described at the top of `instrumentation/controllerruntime/bench_test.go`.\n")
