@@ -1,0 +1,18 @@
+package integration
+
+import (
+	"os"
+	"testing"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+func TestMain(m *testing.M) {
+	// envtest and the in-process controllers log through controller-runtime's logger; the tests
+	// assert on what the components did, not on log lines, and each component's own log is
+	// printed by the harness when a test fails. Without a logger controller-runtime prints a
+	// stack trace warning into the test output.
+	ctrllog.SetLogger(logr.Discard())
+	os.Exit(m.Run())
+}
