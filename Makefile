@@ -37,6 +37,8 @@ build: ## compile every module
 .PHONY: lint
 lint: otelcol-lint ## go vet and staticcheck over every module; fails on findings
 	@hack/tools.sh staticcheck >/dev/null
+	@unformatted=$$(gofmt -l $(MODULES) | grep -v '^otelcol-watchtower/' || true); \
+	  if [ -n "$$unformatted" ]; then echo "lint: not gofmt-ed (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	@for m in $(MODULES); do \
 	  echo "lint: go vet + staticcheck $$m"; \
 	  (cd $$m && go vet ./... && $(STATICCHECK) ./...); \

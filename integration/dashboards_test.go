@@ -356,7 +356,7 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		harness.WithRuleFiles(testRules(t)),
 		harness.WithAlertmanager(am.Addr),
 		harness.WithScrapeTarget("workload-operator", strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics"), "/metrics"),
-		harness.WithScrapeTarget("otelcol-watchtower", gw.PrometheusExporter, "/metrics"),
+		harness.WithScrapeTarget("otelcol-watchtower", gw.Prometheus, "/metrics"),
 		harness.WithScrapeTarget("otelcol", gwSelf, "/metrics"),
 		harness.WithScrapeTarget("otelcol-refusing", refusingSelf, "/metrics"))
 	t.Logf("live: components up in %s", time.Since(start).Round(time.Millisecond))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -22,46 +20,16 @@ import (
 	"github.com/gowatchtower/watchtower/integration/harness"
 )
 
-// gateway is the otelcol-watchtower binary running deploy/collector/gateway.yaml.
-type gateway struct {
-	OTLPHTTP, OTLPGRPC, PrometheusExporter string
-	proc                                    *harness.Process
-}
-
-// startGateway runs bin/otelcol-watchtower (built by `make otelcol`) with gateway.yaml, every
-// endpoint on a free loopback port, plus env overrides.
-func startGateway(t *testing.T, kafka *harness.Kafka, tracesEndpoint string, env ...string) *gateway {
+// startGateway starts the built otelcol-watchtower with deploy/collector/gateway.yaml, exporting
+// to kafka and to tracesEndpoint, with extra NAME=value environment.
+func startGateway(t *testing.T, kafka *harness.Kafka, tracesEndpoint string, env ...string) *harness.Collector {
 	t.Helper()
-	tools := harness.MustTools(t)
-	bin := filepath.Join(tools.RepoRoot, "bin", "otelcol-watchtower")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s is missing: run `make otelcol` (make test-integration does)", bin)
+	vars := map[string]string{"WATCHTOWER_KAFKA_BROKERS": kafka.Bootstrap, "WATCHTOWER_TRACES_ENDPOINT": tracesEndpoint}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
 	}
-	g := &gateway{
-		OTLPHTTP:           harness.Loopback(harness.FreePort(t)),
-		OTLPGRPC:           harness.Loopback(harness.FreePort(t)),
-		PrometheusExporter: harness.Loopback(harness.FreePort(t)),
-	}
-	health := harness.Loopback(harness.FreePort(t))
-	g.proc = harness.StartProcess(t, harness.ProcessSpec{
-		Name: "otelcol-watchtower",
-		Path: bin,
-		Args: []string{"--config", filepath.Join(tools.RepoRoot, "deploy", "collector", "gateway.yaml")},
-		Env: append([]string{
-			"WATCHTOWER_OTLP_GRPC_ENDPOINT=" + g.OTLPGRPC,
-			"WATCHTOWER_OTLP_HTTP_ENDPOINT=" + g.OTLPHTTP,
-			"WATCHTOWER_KAFKA_BROKERS=" + kafka.Bootstrap,
-			"WATCHTOWER_TRACES_ENDPOINT=" + tracesEndpoint,
-			"WATCHTOWER_PROMETHEUS_ENDPOINT=" + g.PrometheusExporter,
-			"WATCHTOWER_HEALTH_ENDPOINT=" + health,
-			"WATCHTOWER_SELF_METRICS_HOST=127.0.0.1",
-			fmt.Sprintf("WATCHTOWER_SELF_METRICS_PORT=%d", harness.FreePort(t)),
-			"WATCHTOWER_QUEUE_DIR=" + t.TempDir(),
-		}, env...),
-		StopTimeout: 15 * time.Second,
-	})
-	g.proc.MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+health+"/"))
-	return g
+	return harness.StartCollector(t, "otelcol-watchtower", "deploy/collector/gateway.yaml", vars)
 }
 
 // kafkaSpan is one span read back from Kafka, with where it was found.
@@ -79,10 +47,10 @@ func (s kafkaSpan) attr(key string) string {
 	return v.AsString()
 }
 
-// readSpans decodes every record of the spans topic (OTLP protobuf) up to the current end.
-func readSpans(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic string, records int) []kafkaSpan {
+// readSpans decodes every record of the spans topic (OTLP protobuf) up to its current end.
+func readSpans(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic string) []kafkaSpan {
 	t.Helper()
-	recs, err := kafka.ReadRecords(ctx, topic, records)
+	recs, err := kafka.ReadAllRecords(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,16 +75,6 @@ func readSpans(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic st
 	return out
 }
 
-// topicEnd returns the number of records in topic (sum of partition end offsets).
-func topicEnd(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic string) int {
-	t.Helper()
-	n, err := kafka.RecordCount(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int(n)
-}
-
 // TestEndToEnd is what a user of GoWatchtower checks: the example operator, instrumented as
 // documented, reconciles fast, slow and failing Workloads on a real API server; its telemetry
 // goes through otelcol-watchtower (gateway.yaml) to Kafka (everything), Prometheus (metrics)
@@ -139,7 +97,7 @@ func TestEndToEnd(t *testing.T) {
 		"OTEL_METRIC_EXPORT_INTERVAL=1000",
 		"POD_NAME=workload-operator-e2e", "POD_NAMESPACE=default")
 	prom := harness.StartPrometheus(t,
-		harness.WithScrapeTarget("otelcol-watchtower", gw.PrometheusExporter, "/metrics"),
+		harness.WithScrapeTarget("otelcol-watchtower", gw.Prometheus, "/metrics"),
 		harness.WithScrapeTarget("workload-operator", strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics"), "/metrics"))
 	ctx := ctxTimeout(t, 4*time.Minute)
 
@@ -205,10 +163,10 @@ func TestEndToEnd(t *testing.T) {
 	// API calls, and the operator's exported-span counter (its final value, pushed at shutdown).
 	for q, want := range map[string]int{
 		`count by (watchtower_reconcile_result) (watchtower_reconciles_total{job="otelcol-watchtower",exported_job="workload-operator",watchtower_controller_name="workload"})`: 3, // success, error, terminal_error
-		`sum(watchtower_reconcile_duration_seconds_bucket{job="otelcol-watchtower",exported_job="workload-operator",le="+Inf"})`:                                             1,
-		`sum(watchtower_queue_wait_seconds_count{job="otelcol-watchtower",exported_job="workload-operator"})`:                                                                1,
-		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="cache"})`:                              1,
-		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="api_server"})`:                         1,
+		`sum(watchtower_reconcile_duration_seconds_bucket{job="otelcol-watchtower",exported_job="workload-operator",le="+Inf"})`:                                                1,
+		`sum(watchtower_queue_wait_seconds_count{job="otelcol-watchtower",exported_job="workload-operator"})`:                                                                   1,
+		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="cache"})`:                                 1,
+		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="api_server"})`:                            1,
 	} {
 		q, want := q, want
 		if _, err := prom.WaitForQuery(ctx, q, func(s []harness.Sample) bool { return len(s) >= want }); err != nil {
@@ -241,7 +199,7 @@ func TestEndToEnd(t *testing.T) {
 	// one partition.
 	var spans []kafkaSpan
 	waitFor(t, ctx, fmt.Sprintf("Kafka to hold the %d spans the operator exported", exportedSpans), func() (bool, error) {
-		spans = readSpans(t, ctx, kafka, "otlp_spans", topicEnd(t, ctx, kafka, "otlp_spans"))
+		spans = readSpans(t, ctx, kafka, "otlp_spans")
 		n := 0
 		for _, s := range spans {
 			if s.service == "workload-operator" {

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -34,7 +33,7 @@ var (
 // build cache an up-to-date binary costs a few seconds; a cold cache compiles the distribution
 // (minutes on two cores). Tests never regenerate the committed code: a stale
 // otelcol-watchtower/ is what TestCollectorGeneratedCodeIsCurrent reports.
-func BuildCollector(t testing.TB) CollectorBuild {
+func BuildCollector(t TB) CollectorBuild {
 	t.Helper()
 	tools := MustTools(t)
 	collectorBuildOnce.Do(func() {
@@ -95,7 +94,7 @@ type Collector struct {
 // its health check answers. Every endpoint variable the deploy/collector configurations read
 // gets a free loopback port and the queue directory a fresh temporary directory; env sets
 // further variables (brokers, topics, thresholds) and overrides any of those.
-func StartCollector(t testing.TB, name, config string, env map[string]string) *Collector {
+func StartCollector(t TB, name, config string, env map[string]string) *Collector {
 	t.Helper()
 	build := BuildCollector(t)
 	tools := MustTools(t)
@@ -175,7 +174,7 @@ func (c *Collector) Process() *Process { return c.proc }
 // Stop stops the collector gracefully (SIGTERM: receivers stop first, in-flight exports finish;
 // an in-memory queue is drained, a persistent one keeps what it holds on disk for the next
 // start) and fails the test if it needed SIGKILL. It is safe to call before the cleanup does.
-func (c *Collector) Stop(t testing.TB) {
+func (c *Collector) Stop(t TB) {
 	t.Helper()
 	if err := c.proc.Stop(); err != nil {
 		t.Fatalf("harness: %v", err)

@@ -184,30 +184,6 @@ func (k *Kafka) ReadRecords(ctx context.Context, topic string, n int) ([]*kgo.Re
 	return recs, nil
 }
 
-// RecordCount returns how many records topic holds: the sum of its partitions' end offsets
-// (the test brokers never delete records).
-func (k *Kafka) RecordCount(ctx context.Context, topic string) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Bootstrap))
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	offsets, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	var errs []error
-	offsets.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			errs = append(errs, fmt.Errorf("partition %d: %w", o.Partition, o.Err))
-			return
-		}
-		n += o.Offset
-	})
-	return n, errors.Join(errs...)
-}
-
 func isRetriable(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNKNOWN_TOPIC_OR_PARTITION")
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -103,4 +105,15 @@ func StartKube(t TB, opts ...KubeOption) *Kube {
 		t.Fatalf("harness: client for the test API server: %v", err)
 	}
 	return &Kube{Env: env, Config: restCfg, Client: c}
+}
+
+// WriteKubeconfig writes a kubeconfig for the API server's admin user (in system:masters) to
+// path, for kubectl and for operators run as separate processes.
+func (k *Kube) WriteKubeconfig(path string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["gowatchtower"] = &clientcmdapi.Cluster{Server: k.Config.Host, CertificateAuthorityData: k.Config.CAData}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: k.Config.CertData, ClientKeyData: k.Config.KeyData, Token: k.Config.BearerToken}
+	cfg.Contexts["gowatchtower"] = &clientcmdapi.Context{Cluster: "gowatchtower", AuthInfo: "admin", Namespace: "default"}
+	cfg.CurrentContext = "gowatchtower"
+	return clientcmd.WriteToFile(*cfg, path)
 }

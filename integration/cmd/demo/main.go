@@ -22,8 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -47,7 +45,6 @@ func main() {
 	flag.IntVar(&p.collectorHealth, "collector-health-port", 13133, "collector health_check port")
 	flag.IntVar(&p.operatorMetrics, "operator-metrics-port", 8080, "example operator's /metrics port")
 	stateDir := flag.String("dir", "bin/demo", "state directory: logs, data, kubeconfig")
-	collectorBin := flag.String("collector", "bin/otelcol-watchtower", "the otelcol-watchtower binary (make otelcol)")
 	flag.Parse()
 
 	if err := checkPorts(p); err != nil {
@@ -57,7 +54,7 @@ func main() {
 	dir, _ := filepath.Abs(*stateDir)
 	_ = os.RemoveAll(dir)
 	r := &runner{dir: dir}
-	code := run(r, p, dir, *collectorBin)
+	code := run(r, p, dir)
 	fmt.Println("demo: stopping everything ...")
 	r.stop()
 	fmt.Println("demo: stopped; logs are in", dir)
@@ -85,7 +82,7 @@ func checkPorts(p ports) error {
 	return nil
 }
 
-func run(r *runner, p ports, dir, collectorBin string) (code int) {
+func run(r *runner, p ports, dir string) (code int) {
 	defer func() {
 		if v := recover(); v != nil {
 			a, ok := v.(abort)
@@ -98,10 +95,6 @@ func run(r *runner, p ports, dir, collectorBin string) (code int) {
 	}()
 	start := time.Now()
 	tools := harness.MustTools(r)
-	collectorBin, _ = filepath.Abs(filepath.Join(tools.RepoRoot, collectorBin))
-	if _, err := os.Stat(collectorBin); err != nil {
-		r.Fatalf("%s is missing: run `make otelcol` (make demo does)", collectorBin)
-	}
 
 	step := func(what string) { fmt.Printf("demo: [%5.1fs] %s\n", time.Since(start).Seconds(), what) }
 
@@ -116,28 +109,18 @@ func run(r *runner, p ports, dir, collectorBin string) (code int) {
 	kafka.CreateTopic(r, "otlp_metrics", 1)
 
 	step("starting otelcol-watchtower (deploy/collector/gateway.yaml)")
-	queueDir := r.TempDir()
-	collector := harness.StartProcess(r, harness.ProcessSpec{
-		Name: "otelcol-watchtower",
-		Path: collectorBin,
-		Args: []string{"--config", filepath.Join(tools.RepoRoot, "deploy/collector/gateway.yaml")},
-		Env: []string{
-			"WATCHTOWER_OTLP_GRPC_ENDPOINT=" + harness.Loopback(p.otlpGRPC),
-			"WATCHTOWER_OTLP_HTTP_ENDPOINT=" + harness.Loopback(p.otlpHTTP),
-			"WATCHTOWER_KAFKA_BROKERS=" + kafka.Bootstrap,
-			"WATCHTOWER_TRACES_ENDPOINT=" + jaeger.OTLPGRPC,
-			"WATCHTOWER_PROMETHEUS_ENDPOINT=" + harness.Loopback(p.collectorExport),
-			"WATCHTOWER_HEALTH_ENDPOINT=" + harness.Loopback(p.collectorHealth),
-			"WATCHTOWER_SELF_METRICS_HOST=127.0.0.1",
-			fmt.Sprintf("WATCHTOWER_SELF_METRICS_PORT=%d", p.collectorSelf),
-			"WATCHTOWER_QUEUE_DIR=" + queueDir,
-			"WATCHTOWER_SAMPLING_DECISION_WAIT=5s",
-			"WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=5s",
-			"WATCHTOWER_SLOW_THRESHOLD_MS=1000",
-		},
-		StopTimeout: 10 * time.Second,
+	collector := harness.StartCollector(r, "otelcol-watchtower", "deploy/collector/gateway.yaml", map[string]string{
+		"WATCHTOWER_OTLP_GRPC_ENDPOINT":         harness.Loopback(p.otlpGRPC),
+		"WATCHTOWER_OTLP_HTTP_ENDPOINT":         harness.Loopback(p.otlpHTTP),
+		"WATCHTOWER_KAFKA_BROKERS":              kafka.Bootstrap,
+		"WATCHTOWER_TRACES_ENDPOINT":            jaeger.OTLPGRPC,
+		"WATCHTOWER_PROMETHEUS_ENDPOINT":        harness.Loopback(p.collectorExport),
+		"WATCHTOWER_HEALTH_ENDPOINT":            harness.Loopback(p.collectorHealth),
+		"WATCHTOWER_SELF_METRICS_PORT":          fmt.Sprint(p.collectorSelf),
+		"WATCHTOWER_SAMPLING_DECISION_WAIT":     "5s",
+		"WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL": "5s",
+		"WATCHTOWER_SLOW_THRESHOLD_MS":          "1000",
 	})
-	collector.MustWaitReady(r, 60*time.Second, harness.HTTPStatusOK(fmt.Sprintf("http://127.0.0.1:%d/", p.collectorHealth)))
 
 	step("starting Prometheus")
 	prom := harness.StartPrometheus(r, harness.WithPrometheusPort(p.prometheus), harness.WithScrapeInterval(5*time.Second),
@@ -151,7 +134,9 @@ func run(r *runner, p ports, dir, collectorBin string) (code int) {
 	kube := harness.StartKube(r, harness.WithCRDs(filepath.Join(tools.RepoRoot, "examples/workload-operator/config/crd/bases")),
 		harness.WithAPIServerFlag("tracing-config-file", tracing))
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	writeKubeconfig(r, kube, kubeconfig)
+	if err := kube.WriteKubeconfig(kubeconfig); err != nil {
+		r.Fatal(err)
+	}
 
 	step("starting the example workload operator")
 	probe := harness.Loopback(harness.FreePort(r))
@@ -188,8 +173,8 @@ func run(r *runner, p ports, dir, collectorBin string) (code int) {
 		case <-op.Done():
 			r.Errorf("the operator exited; its log: %s", op.LogPath())
 			return 1
-		case <-collector.Done():
-			r.Errorf("the collector exited; its log: %s", collector.LogPath())
+		case <-collector.Process().Done():
+			r.Errorf("the collector exited; its log: %s", collector.Process().LogPath())
 			return 1
 		case <-tick.C:
 			for _, name := range names {
@@ -265,17 +250,6 @@ func applySamples(r *runner, ctx context.Context, c client.Client, dir string) [
 	return names
 }
 
-func writeKubeconfig(r *runner, kube *harness.Kube, path string) {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["gowatchtower-demo"] = &clientcmdapi.Cluster{Server: kube.Config.Host, CertificateAuthorityData: kube.Config.CAData}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: kube.Config.CertData, ClientKeyData: kube.Config.KeyData, Token: kube.Config.BearerToken}
-	cfg.Contexts["gowatchtower-demo"] = &clientcmdapi.Context{Cluster: "gowatchtower-demo", AuthInfo: "admin", Namespace: "default"}
-	cfg.CurrentContext = "gowatchtower-demo"
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		r.Fatal(err)
-	}
-}
-
 func mustWrite(r *runner, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		r.Fatal(err)
@@ -289,4 +263,3 @@ func hostname() string {
 	}
 	return h
 }
-

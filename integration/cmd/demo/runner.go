@@ -20,8 +20,8 @@ type runner struct {
 
 type abort struct{ msg string }
 
-func (r *runner) Helper()                          {}
-func (r *runner) Logf(format string, args ...any)  { fmt.Printf("demo: "+format+"\n", args...) }
+func (r *runner) Helper()                         {}
+func (r *runner) Logf(format string, args ...any) { fmt.Printf("demo: "+format+"\n", args...) }
 func (r *runner) Errorf(format string, args ...any) {
 	r.mu.Lock()
 	r.failed = true
