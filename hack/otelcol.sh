@@ -165,7 +165,7 @@ cmd_build() {
   mkdir -p "$(dirname "$out")"
   # -trimpath and -s -w: what the builder itself would do; CGO off like the builder's default.
   (cd "$dist" && CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "-s -w -X main.version=$version" -o "$out" .)
-  log "built $out (version $version, tags $tags, $(du -m "$out" | cut -f1) MB)"
+  log "built $out (version $version, tags $tags, $(stat -c %s "$out" | awk '{printf "%.1f MB", $1/1e6}'))"
 }
 
 case ${1:-} in
