@@ -144,4 +144,3 @@ func processesMentioning(s string) []string {
 	}
 	return out
 }
-
