@@ -126,27 +126,7 @@ func TestCollectorGatewayEndToEnd(t *testing.T) {
 		if _, err := gw.WaitSelfMetric(ctx, "otelcol_exporter_sent_spans", map[string]string{"exporter": "otlp_grpc/traces_backend"}, func(v float64) bool { return v == wantKept }); err != nil {
 			t.Fatal(err)
 		}
-		for _, s := range sent {
-			if s.Kind != colFast {
-				continue
-			}
-			if _, found, err := jaeger.Trace(ctx, s.TraceID); err != nil || found {
-				t.Errorf("fast successful reconcile %s: in Jaeger = %v (err %v), want absent (baseline 0%%)", s.TraceID, found, err)
-			}
-		}
-		all, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: service})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, tr := range all {
-			got = append(got, tr.TraceID)
-		}
-		slices.Sort(got)
-		slices.Sort(kept)
-		if !slices.Equal(got, kept) {
-			t.Errorf("Jaeger has traces %v for the service, want exactly the slow and failed ones %v", got, kept)
-		}
+		colCheckJaegerHoldsExactly(ctx, t, jaeger, service, sent, kept)
 		t.Logf("jaeger: %d slow and %d failed traces kept whole, %d fast ones dropped", plan.Slow, plan.Failed, plan.Fast)
 	})
 
@@ -270,6 +250,33 @@ func TestCollectorGatewayEndToEnd(t *testing.T) {
 }
 
 // colWaitJaegerTrace waits until Jaeger returns the whole trace s (all its spans) and returns it.
+// colCheckJaegerHoldsExactly checks that Jaeger has no fast successful trace of sent and holds
+// exactly the traces want for service, no more, no fewer.
+func colCheckJaegerHoldsExactly(ctx context.Context, t *testing.T, jaeger *harness.Jaeger, service string, sent []colTrace, want []string) {
+	t.Helper()
+	for _, s := range sent {
+		if s.Kind != colFast {
+			continue
+		}
+		if _, found, err := jaeger.Trace(ctx, s.TraceID); err != nil || found {
+			t.Errorf("fast successful reconcile %s: in Jaeger = %v (err %v), want absent (baseline 0%%)", s.TraceID, found, err)
+		}
+	}
+	all, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: service})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tr := range all {
+		got = append(got, tr.TraceID)
+	}
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("Jaeger has traces %v for %s, want exactly the %d slow or failed ones %v", got, service, len(want), want)
+	}
+}
+
 func colWaitJaegerTrace(ctx context.Context, t *testing.T, jaeger *harness.Jaeger, s colTrace) harness.JaegerTrace {
 	t.Helper()
 	var tr harness.JaegerTrace

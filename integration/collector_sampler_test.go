@@ -6,7 +6,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -113,27 +112,7 @@ func TestCollectorSamplerTier(t *testing.T) {
 	sum("otelcol_processor_tail_sampling_global_count_traces_sampled", map[string]string{"decision": "sampled"}, float64(plan.Slow))
 	exported := sum("otelcol_exporter_sent_spans", map[string]string{"exporter": "otlp_grpc/traces_backend"}, float64(plan.Slow*colSpansPerReconcile))
 
-	for _, s := range sent {
-		if s.Kind != colFast {
-			continue
-		}
-		if _, found, err := jaeger.Trace(ctx, s.TraceID); err != nil || found {
-			t.Errorf("fast successful reconcile %s: in Jaeger = %v (err %v), want absent", s.TraceID, found, err)
-		}
-	}
-	all, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: service})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, tr := range all {
-		got = append(got, tr.TraceID)
-	}
-	slices.Sort(got)
-	slices.Sort(slow)
-	if !slices.Equal(got, slow) {
-		t.Errorf("Jaeger has traces %v, want exactly the %d slow ones %v", got, len(slow), slow)
-	}
+	colCheckJaegerHoldsExactly(ctx, t, jaeger, service, sent, slow)
 	t.Logf("sampler tier: 2 samplers in group %s over %d partitions consumed %v spans, exported %v spans: all %d slow traces in Jaeger once and whole, no fast one",
 		group, partitions, accepted, exported, plan.Slow)
 }

@@ -52,24 +52,47 @@ var modes = []struct {
 	sampled bool
 }{{"sampled", true}, {"unsampled", false}}
 
+// floor is the SDK floor's instruments: a tracer, and a histogram and a counter with
+// precomputed attribute sets.
+type floor struct {
+	tracer  trace.Tracer
+	hist    metric.Float64Histogram
+	ctr     metric.Int64Counter
+	recOpts []metric.RecordOption
+	addOpts []metric.AddOption
+}
+
+func newFloor(b *testing.B, sampled bool) floor {
+	tp, mp := benchProviders(b, sampled)
+	meter := mp.Meter("floor")
+	hist, _ := meter.Float64Histogram("floor.duration")
+	ctr, _ := meter.Int64Counter("floor.count")
+	set := attribute.NewSet(attribute.String("controller", "widget"), attribute.String("result", "success"))
+	return floor{
+		tracer:  tp.Tracer("floor"),
+		hist:    hist,
+		ctr:     ctr,
+		recOpts: []metric.RecordOption{metric.WithAttributeSet(set)},
+		addOpts: []metric.AddOption{metric.WithAttributeSet(set)},
+	}
+}
+
+// record is the floor's one histogram Record and one counter Add.
+func (f floor) record(ctx context.Context) {
+	f.hist.Record(ctx, 0.001, f.recOpts...)
+	f.ctr.Add(ctx, 1, f.addOpts...)
+}
+
 func BenchmarkFloor(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			tp, mp := benchProviders(b, m.sampled)
-			tracer := tp.Tracer("floor")
-			meter := mp.Meter("floor")
-			hist, _ := meter.Float64Histogram("floor.duration")
-			ctr, _ := meter.Int64Counter("floor.count")
-			set := attribute.NewSet(attribute.String("controller", "widget"), attribute.String("result", "success"))
-			recOpts := []metric.RecordOption{metric.WithAttributeSet(set)}
-			addOpts := []metric.AddOption{metric.WithAttributeSet(set)}
+			f := newFloor(b, m.sampled)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				_, span := tracer.Start(ctx, "reconcile widget")
+				_, span := f.tracer.Start(ctx, "reconcile widget")
 				span.End()
-				hist.Record(ctx, 0.001, recOpts...)
-				ctr.Add(ctx, 1, addOpts...)
+				f.record(ctx)
 			}
 		})
 	}
@@ -81,18 +104,11 @@ func BenchmarkFloor(b *testing.B) {
 func BenchmarkFloorWithAttributes(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			tp, mp := benchProviders(b, m.sampled)
-			tracer := tp.Tracer("floor")
-			meter := mp.Meter("floor")
-			hist, _ := meter.Float64Histogram("floor.duration")
-			ctr, _ := meter.Int64Counter("floor.count")
-			set := attribute.NewSet(attribute.String("controller", "widget"), attribute.String("result", "success"))
-			recOpts := []metric.RecordOption{metric.WithAttributeSet(set)}
-			addOpts := []metric.AddOption{metric.WithAttributeSet(set)}
+			f := newFloor(b, m.sampled)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				_, span := tracer.Start(ctx, "reconcile widget")
+				_, span := f.tracer.Start(ctx, "reconcile widget")
 				if span.IsRecording() {
 					span.SetAttributes(
 						attribute.String("a1", "widget"), attribute.String("a2", "demo.example.com"), attribute.String("a3", "Widget"),
@@ -100,8 +116,7 @@ func BenchmarkFloorWithAttributes(b *testing.B) {
 						attribute.Float64("a7", 0.001), attribute.Int("a8", 0), attribute.String("a9", "success"), attribute.Float64("a10", 1), attribute.Int("a11", 2))
 				}
 				span.End()
-				hist.Record(ctx, 0.001, recOpts...)
-				ctr.Add(ctx, 1, addOpts...)
+				f.record(ctx)
 			}
 		})
 	}
