@@ -18,7 +18,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${WATCHTOWER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gowatchtower/tools}
 if [ "${1:-}" = "--dir" ]; then echo "$tools_dir"; exit 0; fi
 
-all=(kubernetes etcd envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm)
+all=(kubernetes etcd coredns envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=("${all[@]}")
 
@@ -135,17 +135,33 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
   go get "k8s.io/kubernetes@$KUBERNETES_VERSION"
   go mod tidy -e
   local minor=${KUBERNETES_VERSION#v1.}
   minor=${minor%%.*}
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  go build -trimpath -ldflags "$ld" -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-  go build -trimpath -ldflags "$ld" -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
-  "$out/kube-apiserver" --version
+  local v ld=(-s -w)
+  # Both version packages: component-base's is what the binaries report, client-go's is what
+  # their User-Agent and kubectl's client version say.
+  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=("-X $v.gitVersion=$KUBERNETES_VERSION" "-X $v.gitMajor=1" "-X $v.gitMinor=$minor" "-X $v.gitTreeState=clean")
+  done
+  # Static binaries: the node's programs also run inside the test cluster's network namespace
+  # and must not depend on the host's C library. One `go build` for all six shares the
+  # compilation of their common packages.
+  CGO_ENABLED=0 go build -trimpath -ldflags "${ld[*]}" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+  local b
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do "$out/$b" --version; done
+  "$out/kubectl" version --client
 }
 
 build_etcd() {
@@ -174,6 +190,49 @@ EOF
   go mod tidy
   go build "${go_build_flags[@]}" -o "$out/etcd" .
   "$out/etcd" --version
+}
+
+build_coredns() {
+  # The cluster DNS of the test cluster: CoreDNS with only the plugins a kubeadm Corefile uses
+  # (the full plugin set pulls in every cloud SDK and triples the build).
+  local d
+  d=$(go_module_dir "coredns-$COREDNS_VERSION")
+  cd "$d"
+  cat >go.mod <<'EOF2'
+module gowatchtower.local/tools/coredns
+
+go 1.26
+EOF2
+  cat >main.go <<'EOF2'
+// Command coredns is CoreDNS with the plugins of a kubeadm cluster's Corefile.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+// The plugins' order in a request, as in CoreDNS' own plugin.cfg.
+func init() {
+	dnsserver.Directives = []string{"reload", "ready", "health", "errors", "log", "cache", "loop", "kubernetes", "forward"}
+}
+
+func main() { coremain.Run() }
+EOF2
+  go get "github.com/coredns/coredns@$COREDNS_VERSION"
+  go mod tidy
+  CGO_ENABLED=0 go build "${go_build_flags[@]}" -o "$out/coredns" .
+  "$out/coredns" -version
 }
 
 build_envtest() {
@@ -261,6 +320,7 @@ for name in "${want[@]}"; do
   case $name in
     kubernetes)   need_go; component kubernetes "$KUBERNETES_VERSION" 6000 build_kubernetes ;;
     etcd)         need_go; component etcd "$ETCD_VERSION" 2000 build_etcd ;;
+    coredns)      need_go; component coredns "$COREDNS_VERSION" 1000 build_coredns ;;
     envtest)      component envtest "$KUBERNETES_VERSION-etcd-$ETCD_VERSION" 10 build_envtest ;;
     jaeger)       need_go; component jaeger "$JAEGER_VERSION" 4000 build_jaeger ;;
     prometheus)   need_go; component prometheus "$PROMETHEUS_VERSION" 4000 build_prometheus ;;
