@@ -122,7 +122,8 @@ func startOperator(t *testing.T, kube *harness.Kube, env ...string) (metricsURL 
 	p = harness.StartProcess(t, harness.ProcessSpec{
 		Name: "workload-operator",
 		Path: bin,
-		Args: []string{"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probe},
+		// --metrics-secure=false: the tests scrape plain http (the default is HTTPS with authn/authz).
+		Args: []string{"--metrics-bind-address=" + metrics, "--metrics-secure=false", "--health-probe-bind-address=" + probe},
 		Env:  append([]string{"KUBECONFIG=" + kubeconfigFor(t, kube)}, env...),
 	})
 	p.MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+probe+"/readyz"))
@@ -158,7 +159,7 @@ func TestExampleOperatorReconcilesWorkloads(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &dep); err != nil {
 		t.Fatalf("Deployment: %v", err)
 	}
-	if *dep.Spec.Replicas != 2 || dep.Spec.Template.Spec.Containers[0].Image != "docker.io/library/nginx:1.27" || len(dep.OwnerReferences) != 1 {
+	if *dep.Spec.Replicas != 2 || dep.Spec.Template.Spec.Containers[0].Image != "gowatchtower/nginx:0.1.0" || len(dep.OwnerReferences) != 1 {
 		t.Errorf("Deployment %+v does not match the Workload", dep.Spec)
 	}
 	var svc corev1.Service

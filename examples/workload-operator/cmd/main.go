@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"os"
 
@@ -14,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	otelctrl "github.com/gowatchtower/watchtower/instrumentation/controllerruntime"
@@ -35,10 +37,21 @@ func init() {
 
 func main() {
 	var metricsAddr, probeAddr string
-	var enableLeaderElection bool
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to. Use 0 to disable it.")
+	var enableLeaderElection, secureMetrics, enableHTTP2 bool
+	var imagePrefix, imageTag string
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
+		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
-	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Enable leader election for the controller manager.")
+	flag.BoolVar(&enableLeaderElection, "leader-elect", false,
+		"Enable leader election for controller manager. "+
+			"Enabling this will ensure there is only one active controller manager.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true,
+		"If set, the metrics endpoint is served securely via HTTPS. Use --metrics-secure=false to use HTTP instead.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false,
+		"If set, HTTP/2 will be enabled for the metrics server")
+	flag.StringVar(&imagePrefix, "workload-image-prefix", controller.DefaultImagePrefix,
+		"Repository prefix of the workload images: a Workload of type T runs <prefix>T:<tag>.")
+	flag.StringVar(&imageTag, "workload-image-tag", controller.DefaultImageTag, "Tag of the workload images.")
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -47,9 +60,29 @@ func main() {
 	tel := sdk.MustStart(context.Background(), sdk.WithServiceName("workload-operator")) // GoWatchtower
 	defer tel.Shutdown(context.Background())                                             // GoWatchtower
 
+	// As in kubebuilder's scaffold: HTTP/2 stays off unless asked for, because of the HTTP/2
+	// Stream Cancellation and Rapid Reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).
+	var tlsOpts []func(*tls.Config)
+	if !enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	// The metrics endpoint is served over HTTPS (a self-signed certificate unless one is mounted
+	// in the metrics server's CertDir) and only to callers that the API server authenticates
+	// (TokenReview) and authorizes for GET /metrics (SubjectAccessReview): config/rbac's
+	// metrics_auth_role grants the manager those reviews, metrics_reader_role grants a scraper
+	// the GET. The local demo and the integration tests pass --metrics-secure=false.
+	metricsServerOptions := metricsserver.Options{
+		BindAddress:   metricsAddr,
+		SecureServing: secureMetrics,
+		TLSOpts:       tlsOpts,
+	}
+	if secureMetrics {
+		metricsServerOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
 	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{ // GoWatchtower
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                metricsServerOptions,
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         enableLeaderElection,
 		LeaderElectionID:       "workload-operator.demo.gowatchtower.io",
@@ -60,9 +93,11 @@ func main() {
 	}
 
 	if err := (&controller.WorkloadReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("workload-operator"),
+		Client:      mgr.GetClient(),
+		Scheme:      mgr.GetScheme(),
+		Recorder:    mgr.GetEventRecorder("workload-operator"),
+		ImagePrefix: imagePrefix,
+		ImageTag:    imageTag,
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "unable to create controller", "controller", "Workload")
 		os.Exit(1)

@@ -143,7 +143,7 @@ func run(r *runner, p ports, dir string) (code int) {
 	op := harness.StartProcess(r, harness.ProcessSpec{
 		Name: "workload-operator",
 		Path: operatorBin,
-		Args: []string{"--metrics-bind-address=" + harness.Loopback(p.operatorMetrics), "--health-probe-bind-address=" + probe},
+		Args: []string{"--metrics-bind-address=" + harness.Loopback(p.operatorMetrics), "--metrics-secure=false", "--health-probe-bind-address=" + probe},
 		Env: []string{
 			"KUBECONFIG=" + kubeconfig,
 			fmt.Sprintf("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d", p.otlpHTTP),

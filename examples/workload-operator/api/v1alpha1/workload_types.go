@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -10,11 +11,11 @@ import (
 type WorkloadType string
 
 const (
-	// StressCPU runs a CPU burner.
+	// StressCPU runs a CPU burner (image stress-cpu) that burns spec.load CPUs.
 	StressCPU WorkloadType = "stress-cpu"
-	// MemoryLoad runs a memory hog.
+	// MemoryLoad runs a memory hog (image memory-load) that holds spec.load bytes.
 	MemoryLoad WorkloadType = "memory-load"
-	// Nginx runs nginx behind a Service.
+	// Nginx runs nginx (image nginx, listening on 8080) behind a Service on port 80.
 	Nginx WorkloadType = "nginx"
 )
 
@@ -29,6 +30,13 @@ const (
 	FailTerminal FailureMode = "terminal"
 )
 
+// The validation rules compare quantities with CEL's quantity library, so that a bad load is
+// refused by the API server with a message naming the field, not found later in a pod's log.
+// (This comment is apart from the doc comment so that it stays out of the CRD's description.)
+// +kubebuilder:validation:XValidation:rule="!has(self.load) || self.type != 'nginx'",message="load applies to the stress-cpu and memory-load types only",fieldPath=".load"
+// +kubebuilder:validation:XValidation:rule="!has(self.load) || self.type != 'stress-cpu' || (quantity(string(self.load)).isGreaterThan(quantity('0')) && quantity(string(self.load)).compareTo(quantity('4')) <= 0)",message="load of a stress-cpu Workload is CPU: more than 0 and at most 4 (e.g. 100m, 1)",fieldPath=".load"
+// +kubebuilder:validation:XValidation:rule="!has(self.load) || self.type != 'memory-load' || (quantity(string(self.load)).compareTo(quantity('1Mi')) >= 0 && quantity(string(self.load)).compareTo(quantity('1Gi')) <= 0)",message="load of a memory-load Workload is memory: at least 1Mi and at most 1Gi (e.g. 32Mi)",fieldPath=".load"
+
 // WorkloadSpec is the desired state of a Workload.
 type WorkloadSpec struct {
 	// Type is what the Workload runs: stress-cpu, memory-load or nginx.
@@ -42,7 +50,23 @@ type WorkloadSpec struct {
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// Resources of the workload's container.
+	// Load is how much the workload asks for: CPUs to burn for stress-cpu (e.g. "500m"; default
+	// 100m), bytes to allocate and hold for memory-load (e.g. "64Mi"; default 32Mi). nginx takes
+	// no load. The container's limits, not the load, bound what it really gets: a stress-cpu
+	// Workload whose load exceeds its CPU limit is throttled, and a memory-load Workload whose load
+	// exceeds its memory limit is OOMKilled.
+	// +optional
+	Load *resource.Quantity `json:"load,omitempty"`
+
+	// Resources of the workload's container. For each of cpu and memory for which it sets neither a
+	// request nor a limit, the operator sets a small default so that the demo Workloads cannot eat
+	// the node:
+	//
+	//   - stress-cpu: limits cpu 200m, memory 32Mi; requests cpu 10m, memory 32Mi
+	//   - memory-load: limits cpu 100m, memory load+32Mi (64Mi for the default load); requests cpu
+	//     10m, memory as the limit
+	//   - nginx: limits cpu 100m, memory 64Mi; requests cpu 10m, memory 32Mi
+	//
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 

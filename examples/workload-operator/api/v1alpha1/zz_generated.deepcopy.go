@@ -76,6 +76,11 @@ func (in *WorkloadSpec) DeepCopyInto(out *WorkloadSpec) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.Load != nil {
+		in, out := &in.Load, &out.Load
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	in.Resources.DeepCopyInto(&out.Resources)
 }
 
