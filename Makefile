@@ -16,7 +16,7 @@ export WATCHTOWER_TOOLS_DIR := $(TOOLS_DIR)
 STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 # Every Go module of the repository.
-MODULES := . integration deploy/dashboards/gen
+MODULES := . integration deploy/dashboards/gen hack/images
 # otelcol-watchtower is linted by otelcol-lint, with the build tags it is built with (mk/otelcol.mk).
 
 GO_TEST_FLAGS ?=
@@ -51,12 +51,19 @@ test: lint test-unit test-integration ## the whole suite: lint, unit, integratio
 test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own process handling
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	cd integration && go test -race -count=1 $(GO_TEST_FLAGS) ./harness/...
+	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
-test-integration: tools otelcol ## tests against the real components started by integration/harness
+test-integration: tools otelcol images ## tests against the real components started by integration/harness
 	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(GO_TEST_FLAGS) .) || rc=$$?; \
 	  hack/reap.sh || rc=1; \
 	  exit $$rc
+
+.PHONY: images
+IMAGE_TAG ?= 0.1.0
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+images: otelcol ## OCI images (collector, example operator, its workloads, pause) into bin/images/, without Docker
+	cd hack/images && go run . -repo ../.. -version $(IMAGE_TAG) -platforms $(IMAGE_PLATFORMS)
 
 .PHONY: generate
 CONTROLLER_GEN := $(TOOLS_DIR)/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
