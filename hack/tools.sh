@@ -49,6 +49,28 @@ need_java() {
   command -v mvn >/dev/null || die "Maven is required to fetch Apache Kafka's jars and 'mvn' is not on PATH (Debian: apt-get install maven)"
 }
 
+# need_host_packages: what the test cluster (integration/harness StartCluster) and `go test -race`
+# need from the machine, each named with the Debian package that provides it. Checked up front
+# so a fresh machine fails in seconds with the install line, not 20 minutes into the suite.
+need_host_packages() {
+  local missing=() p
+  for p in "containerd:containerd" "ctr:containerd" "runc:runc" "nsenter:util-linux" "unshare:util-linux" \
+           "ip:iproute2" "iptables:iptables" "curl:curl" "gcc:gcc" "apt-get:apt"; do
+    command -v "${p%%:*}" >/dev/null || missing+=("${p#*:}")
+  done
+  for p in bridge host-local loopback portmap; do
+    [ -x "/usr/lib/cni/$p" ] || missing+=(containernetworking-plugins)
+  done
+  [ "$(uname -s)" = Linux ] || die "the test harness needs Linux (/proc, namespaces, cgroups); this is $(uname -s)"
+  if [ ${#missing[@]} -gt 0 ]; then
+    die "missing host packages: $(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')— install them with:
+  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc openjdk-17-jdk-headless maven"
+  fi
+}
+
+# Host packages are checked only for a full `make tools`: `hack/tools.sh helm` needs none of them.
+if [ ${#want[@]} -eq ${#all[@]} ]; then need_host_packages; fi
+
 # need_disk MiB: refuse to start a build that cannot finish.
 need_disk() {
   local want_mib=$1 have_mib

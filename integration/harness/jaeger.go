@@ -23,10 +23,16 @@ type Jaeger struct {
 // JaegerOption configures StartJaeger.
 type JaegerOption func(*jaegerConfig)
 
-type jaegerConfig struct{ queryPort int }
+type jaegerConfig struct {
+	queryPort int
+	net       Network
+}
 
 // WithJaegerQueryPort makes the HTTP query API listen on 127.0.0.1:port instead of a free port.
 func WithJaegerQueryPort(port int) JaegerOption { return func(c *jaegerConfig) { c.queryPort = port } }
+
+// WithJaegerNetwork runs Jaeger in n (e.g. a Cluster's node network, where pods reach it).
+func WithJaegerNetwork(n Network) JaegerOption { return func(c *jaegerConfig) { c.net = n } }
 
 // StartJaeger starts Jaeger with every port on a free loopback port — its defaults (4317,
 // 16686, 8888, ...) would collide with the collector under test — and waits for its health
@@ -40,12 +46,12 @@ func StartJaeger(t TB, opts ...JaegerOption) *Jaeger {
 	tools := MustTools(t)
 	bin := tools.Path(t, "jaeger", "JAEGER_VERSION", "jaeger")
 	dir := t.TempDir()
-	j := &Jaeger{OTLPGRPC: Loopback(FreePort(t)), OTLPHTTP: Loopback(FreePort(t))}
+	j := &Jaeger{OTLPGRPC: jc.net.Addr(FreePort(t)), OTLPHTTP: jc.net.Addr(FreePort(t))}
 	queryPort := jc.queryPort
 	if queryPort == 0 {
 		queryPort = FreePort(t)
 	}
-	queryHTTP, queryGRPC, health := Loopback(queryPort), Loopback(FreePort(t)), Loopback(FreePort(t))
+	queryHTTP, queryGRPC, health := jc.net.Addr(queryPort), jc.net.Addr(FreePort(t)), jc.net.Addr(FreePort(t))
 	j.QueryURL = "http://" + queryHTTP
 	cfg := fmt.Sprintf(`service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
@@ -102,6 +108,7 @@ exporters:
 		Args:        []string{"--config", cfgPath},
 		Dir:         dir,
 		StopTimeout: 5 * time.Second, // it may hang on SIGTERM while exporting; SIGKILL is fine for a test
+		NetNS:       jc.net.NetNS,
 	})
 	j.proc.MustWaitReady(t, 60*time.Second, HTTPStatusOK("http://"+health+"/status"))
 	j.proc.MustWaitReady(t, 30*time.Second, HTTPStatusOK(j.QueryURL+"/api/services"))

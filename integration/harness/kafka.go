@@ -20,7 +20,7 @@ import (
 // Kafka is a single-node Apache Kafka broker in KRaft mode (broker and controller in one JVM),
 // run from the jars in the tool cache with the machine's Java.
 type Kafka struct {
-	// Bootstrap is the broker's "127.0.0.1:port".
+	// Bootstrap is the broker's "host:port" (127.0.0.1 unless WithKafkaNetwork says otherwise).
 	Bootstrap string
 	proc      *Process
 	home      string
@@ -31,7 +31,13 @@ type Kafka struct {
 // KafkaOption configures StartKafka.
 type KafkaOption func(*kafkaConfig)
 
-type kafkaConfig struct{ port int }
+type kafkaConfig struct {
+	port int
+	net  Network
+}
+
+// WithKafkaNetwork runs the broker in n (e.g. a Cluster's node network, where pods reach it).
+func WithKafkaNetwork(n Network) KafkaOption { return func(c *kafkaConfig) { c.net = n } }
 
 // WithKafkaPort makes the broker listen on 127.0.0.1:port instead of a free port.
 func WithKafkaPort(port int) KafkaOption { return func(c *kafkaConfig) { c.port = port } }
@@ -57,9 +63,9 @@ func StartKafka(t TB, opts ...KafkaOption) *Kafka {
 	}
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@127.0.0.1:%[2]d
-listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
+controller.quorum.voters=1@%[4]s
+listeners=PLAINTEXT://%[5]s,CONTROLLER://%[4]s
+advertised.listeners=PLAINTEXT://%[5]s
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -74,12 +80,12 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=1
-`, port, ctrlPort, filepath.Join(dir, "data"))
+`, port, ctrlPort, filepath.Join(dir, "data"), kc.net.Addr(ctrlPort), kc.net.Addr(port))
 	propsPath := filepath.Join(dir, "server.properties")
 	if err := os.WriteFile(propsPath, []byte(props), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := &Kafka{Bootstrap: Loopback(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties")}
+	k := &Kafka{Bootstrap: kc.net.Addr(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties")}
 
 	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does).
 	var id [16]byte
@@ -96,6 +102,7 @@ log.retention.hours=1
 		Args:        k.jvmArgs("kafka.Kafka", propsPath),
 		Dir:         dir,
 		StopTimeout: 20 * time.Second,
+		NetNS:       kc.net.NetNS,
 	})
 	k.proc.MustWaitReady(t, 90*time.Second, func(ctx context.Context) error {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Bootstrap))

@@ -21,6 +21,24 @@ func FreePort(t TB) int {
 // Loopback returns "127.0.0.1:port".
 func Loopback(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
+// Network is where a component listens: the zero value is the test's own network namespace on
+// 127.0.0.1; a Cluster's Network() is its node's namespace on the node IP, reachable both from
+// the test and from the cluster's pods.
+type Network struct {
+	// NetNS is the network namespace file; empty means the test's own namespace.
+	NetNS string
+	// Host is the IP to listen on; empty means 127.0.0.1.
+	Host string
+}
+
+// Addr returns "host:port" in n.
+func (n Network) Addr(port int) string {
+	if n.Host == "" {
+		return Loopback(port)
+	}
+	return net.JoinHostPort(n.Host, fmt.Sprint(port))
+}
+
 // HTTPStatusOK is a readiness check: GET url answers 200.
 func HTTPStatusOK(url string) func(ctx context.Context) error {
 	return func(ctx context.Context) error {

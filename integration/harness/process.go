@@ -30,6 +30,10 @@ type ProcessSpec struct {
 	Dir string
 	// StopTimeout bounds the wait between SIGTERM and SIGKILL; zero means DefaultStopTimeout.
 	StopTimeout time.Duration
+	// NetNS, when set, is a network namespace file (e.g. a Cluster's Network().NetNS): the
+	// process runs inside it, entered with nsenter, which execs the program in place, so the
+	// process group, the death signal and Stop work as without it.
+	NetNS string
 }
 
 // Process is a running subprocess whose output is captured in a log file.
@@ -78,7 +82,13 @@ func startProcess(tmp string, spec ProcessSpec) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(spec.Path, spec.Args...)
+	path, args := spec.Path, spec.Args
+	if spec.NetNS != "" {
+		// nsenter, not `ip netns exec`: the latter remounts /sys, which hides the cgroup
+		// hierarchy the kubelet and containerd need.
+		path, args = "nsenter", append([]string{"--net=" + spec.NetNS, "--", spec.Path}, spec.Args...)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Dir = spec.Dir
 	cmd.Env = append(os.Environ(), spec.Env...)
 	cmd.Stdout = logFile

@@ -26,6 +26,7 @@ type promConfig struct {
 	targets      []promTarget
 	ruleFiles    []string
 	alertmanager string
+	net          Network
 }
 
 type promTarget struct{ job, hostport, path string }
@@ -56,6 +57,12 @@ func WithRuleFiles(paths ...string) PrometheusOption {
 // WithAlertmanager sends alerts to the Alertmanager at hostport.
 func WithAlertmanager(hostport string) PrometheusOption {
 	return func(c *promConfig) { c.alertmanager = hostport }
+}
+
+// WithPrometheusNetwork runs Prometheus in n (e.g. a Cluster's node network, where it reaches
+// pods).
+func WithPrometheusNetwork(n Network) PrometheusOption {
+	return func(c *promConfig) { c.net = n }
 }
 
 // StartPrometheus writes a configuration from opts, starts Prometheus and waits for /-/ready.
@@ -96,7 +103,7 @@ func StartPrometheus(t TB, opts ...PrometheusOption) *Prometheus {
 	if port == 0 {
 		port = FreePort(t)
 	}
-	addr := Loopback(port)
+	addr := cfg.net.Addr(port)
 	p := &Prometheus{URL: "http://" + addr}
 	p.proc = StartProcess(t, ProcessSpec{
 		Name: "prometheus",
@@ -108,7 +115,8 @@ func StartPrometheus(t TB, opts ...PrometheusOption) *Prometheus {
 			"--web.enable-lifecycle",
 			"--log.level=info",
 		},
-		Dir: dir,
+		Dir:   dir,
+		NetNS: cfg.net.NetNS,
 	})
 	p.proc.MustWaitReady(t, 60*time.Second, HTTPStatusOK(p.URL+"/-/ready"))
 	return p

@@ -1,0 +1,264 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gowatchtower/watchtower/integration/harness"
+)
+
+// clusterImages are the OCI archives `make images` writes, for the node to import: pause (the
+// sandbox image every pod needs) and the named ones. The suite fails (never skips) when one is
+// missing: `make test` builds them.
+func clusterImages(t *testing.T, names ...string) []string {
+	t.Helper()
+	tools := harness.MustTools(t)
+	var tars []string
+	for _, name := range append([]string{"pause"}, names...) {
+		tar := filepath.Join(tools.RepoRoot, "bin", "images", name+".tar")
+		if _, err := os.Stat(tar); err != nil {
+			t.Fatalf("%s is missing: run `make images`", tar)
+		}
+		if !slices.Contains(tars, tar) {
+			tars = append(tars, tar)
+		}
+	}
+	return tars
+}
+
+// TestClusterNode checks the harness' node as a user of a cluster would: the node is Ready,
+// cluster DNS answers, and the host keeps no trace of the cluster once it is gone.
+func TestClusterNode(t *testing.T) {
+	before := hostSnapshot(t)
+	t.Run("cluster", func(t *testing.T) {
+		c := harness.StartCluster(t, harness.WithClusterImages(clusterImages(t)...))
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := c.Kubectl(ctx, "get", "nodes", "-o", "wide")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, c.Name) || !strings.Contains(out, " Ready ") {
+			t.Fatalf("kubectl get nodes: want %s Ready:\n%s", c.Name, out)
+		}
+		// CoreDNS resolves the API server's Service to its ClusterIP.
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(c.NodeIP, "53"))
+		}}
+		addrs, err := r.LookupHost(ctx, "kubernetes.default.svc.cluster.local")
+		if err != nil || len(addrs) != 1 || addrs[0] != "10.96.0.1" {
+			t.Fatalf("cluster DNS: kubernetes.default.svc.cluster.local = %v, %v; want [10.96.0.1]", addrs, err)
+		}
+	})
+	after := hostSnapshot(t)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("the host's %s changed across a cluster's life:\nbefore: %s\nafter:  %s", k, v, after[k])
+		}
+	}
+}
+
+// clusterChildEnv makes the test binary, run by TestClusterReapedAfterKill, start a cluster
+// with a running pod, print its kubeconfig and wait to be killed.
+const clusterChildEnv = "WATCHTOWER_CLUSTER_CHILD"
+
+// TestClusterReapedAfterKill kills a test process with SIGKILL while its cluster runs a pod,
+// as CI's timeout or a user's kill -9 would, and checks that the next test process's reaper
+// (StartCluster calls it; so does hack/reap.sh) leaves the host as it was: no containers,
+// shims, mounts, cgroups, veth, iptables rules or changed sysctls.
+func TestClusterReapedAfterKill(t *testing.T) {
+	if os.Getenv(clusterChildEnv) != "" {
+		clusterChild(t)
+		return
+	}
+	clusterImages(t) // fail here, not in the child, when they are missing
+	before := hostSnapshot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestClusterReapedAfterKill$", "-test.v")
+	cmd.Env = append(os.Environ(), clusterChildEnv+"=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	childLog := &lockedLog{}
+	cmd.Stderr = childLog
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = childLog.Write([]byte(line + "\n"))
+			if dir, ok := strings.CutPrefix(line, "CLUSTER-READY "); ok {
+				ready <- dir
+			}
+		}
+		close(ready)
+	}()
+	var dir string
+	select {
+	case d, ok := <-ready:
+		if !ok {
+			_ = cmd.Wait()
+			t.Fatalf("the child test ended before its cluster was ready:\n%s", childLog.String())
+		}
+		dir = d
+	case <-ctx.Done():
+		t.Fatalf("no cluster from the child test in time:\n%s", childLog.String())
+	}
+	shims := 0
+	for _, p := range clusterProcesses() {
+		if strings.Contains(p, "containerd-shim") {
+			shims++
+		}
+	}
+	if shims == 0 {
+		t.Fatalf("the child's cluster runs no container shim: the test would prove nothing\n%s", strings.Join(clusterProcesses(), "\n"))
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the killed test's cluster folder %s is gone before any reaper ran: %v", dir, err)
+	}
+	errs := harness.ReapClusters()
+	if len(errs) == 0 || !strings.Contains(errs[0].Error(), filepath.Base(dir)) {
+		t.Errorf("ReapClusters reported %v, want the killed test's cluster %s first", errs, filepath.Base(dir))
+	}
+	for _, e := range errs[min(1, len(errs)):] {
+		t.Errorf("reaping: %v", e)
+	}
+	after := hostSnapshot(t)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("after SIGKILL and the reaper, the host's %s differs:\nbefore: %s\nafter:  %s", k, v, after[k])
+		}
+	}
+}
+
+// lockedLog collects a child's output written from two goroutines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// clusterChild is the killed side of TestClusterReapedAfterKill.
+func clusterChild(t *testing.T) {
+	c := harness.StartCluster(t, harness.WithClusterImages(clusterImages(t)...))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Kubectl(ctx, "run", "sleeper", "--image=gowatchtower/pause:0.1.0", "--image-pull-policy=Never", "--restart=Never"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=90s"); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("CLUSTER-READY " + c.Dir)
+	<-ctx.Done()
+	t.Fatal("not killed within 2 minutes")
+}
+
+// hostSnapshot is what a cluster must leave as it found it: mounts, network links and routes,
+// iptables rules, the kubelet's global sysctls, the cgroup hierarchies' top level, the state
+// folder.
+func hostSnapshot(t *testing.T) map[string]string {
+	t.Helper()
+	s := map[string]string{}
+	read := func(key, path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			s[key] = "error: " + err.Error()
+			return
+		}
+		s[key] = strings.TrimSpace(string(b))
+	}
+	for _, k := range []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"} {
+		read("sysctl "+k, "/proc/sys/"+k)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	var points []string
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 {
+			points = append(points, f[4])
+		}
+	}
+	s["mounts"] = strings.Join(points, "\n")
+	links, _ := os.ReadDir("/sys/class/net")
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Name())
+	}
+	s["links"] = strings.Join(names, " ")
+	for _, h := range []string{"cpu", "memory", "pids", "cpuset", "freezer", "devices", "blkio"} {
+		entries, _ := os.ReadDir("/sys/fs/cgroup/" + h)
+		var dirs []string
+		for _, e := range entries {
+			if e.IsDir() {
+				dirs = append(dirs, e.Name())
+			}
+		}
+		s["cgroups "+h] = strings.Join(dirs, " ")
+	}
+	for key, cmd := range map[string][]string{"iptables": {"iptables-save"}, "routes": {"ip", "route", "show", "table", "all"}} {
+		out, err := exec.Command(cmd[0], cmd[1:]...).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", strings.Join(cmd, " "), err)
+		}
+		// iptables-save's comment lines carry a timestamp.
+		var lines []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "#") {
+				lines = append(lines, l)
+			}
+		}
+		s[key] = strings.Join(lines, "\n")
+	}
+	_, err := os.Stat(harness.ClusterStateRoot)
+	s["state root exists"] = map[bool]string{true: "yes", false: "no"}[err == nil]
+	s["processes"] = strings.Join(clusterProcesses(), "\n")
+	return s
+}
+
+// clusterProcesses lists processes that belong to a node: containerd, its shims, the kubelet.
+func clusterProcesses() []string {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var out []string
+	for _, p := range cmdlines {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, harness.ClusterStateRoot) {
+			out = append(out, cmd)
+		}
+	}
+	return out
+}
