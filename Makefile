@@ -50,7 +50,7 @@ test: lint test-unit test-integration ## the whole suite: lint, unit, integratio
 .PHONY: test-unit
 test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own process handling
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
-	cd integration && go test -race -count=1 $(GO_TEST_FLAGS) ./harness/...
+	cd integration && go test -race -count=1 $(GO_TEST_FLAGS) ./harness/... ./cmd/...
 	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
@@ -94,6 +94,11 @@ DEMO_FLAGS ?=
 demo: tools otelcol | bin ## the whole local stack with the example operator; prints where to look; Ctrl-C stops it
 	cd integration && go build -o ../bin/watchtower-demo ./cmd/demo
 	bin/watchtower-demo $(DEMO_FLAGS)
+
+.PHONY: demo-cluster
+demo-cluster: tools otelcol images | bin ## the same story in a real single-node Kubernetes cluster (root): chart, operator, pods; Ctrl-C removes it
+	cd integration && go build -o ../bin/watchtower-demo ./cmd/demo
+	bin/watchtower-demo -cluster -dir bin/demo-cluster $(DEMO_FLAGS)
 
 .PHONY: clean
 clean: ## remove build outputs in the repository (the tool cache stays; see clean-tools)

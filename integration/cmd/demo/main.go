@@ -45,20 +45,58 @@ func main() {
 	flag.IntVar(&p.collectorHealth, "collector-health-port", 13133, "collector health_check port")
 	flag.IntVar(&p.operatorMetrics, "operator-metrics-port", 8080, "example operator's /metrics port")
 	stateDir := flag.String("dir", "bin/demo", "state directory: logs, data, kubeconfig")
+	inCluster := flag.Bool("cluster", false, "run the stack in a real single-node Kubernetes cluster (make demo-cluster; needs root and `make images`)")
 	flag.Parse()
 
-	if err := checkPorts(p); err != nil {
+	stack := run
+	if *inCluster {
+		// The cluster's components listen on the node's IP, not on 127.0.0.1.
+		stack = runCluster
+	} else if err := checkPorts(p); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
 	}
-	dir, _ := filepath.Abs(*stateDir)
-	_ = os.RemoveAll(dir)
+	dir, err := prepareStateDir(*stateDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(2)
+	}
 	r := &runner{dir: dir}
-	code := run(r, p, dir)
+	code := r.guard(func() int { return stack(r, p, dir) })
 	fmt.Println("demo: stopping everything ...")
 	r.stop()
 	fmt.Println("demo: stopped; logs are in", dir)
 	os.Exit(code)
+}
+
+// stateDirMarker marks a state directory the demo created, and so may empty on the next run.
+const stateDirMarker = ".watchtower-demo"
+
+// prepareStateDir empties the state directory of the previous run and returns its absolute
+// path. It refuses a directory that holds anything but was not made by the demo: -dir=. or
+// -dir=$HOME must never delete a checkout or a home.
+func prepareStateDir(path string) (string, error) {
+	dir, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(dir)
+	switch {
+	case os.IsNotExist(err):
+	case err != nil:
+		return "", err
+	case len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(dir, stateDirMarker)); err != nil {
+			return "", fmt.Errorf("-dir %s holds files the demo did not create; pick an empty or new directory", dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return "", err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, stateDirMarker), []byte("state of `make demo`; emptied by its next run\n"), 0o644)
 }
 
 // checkPorts refuses to start when a configured port is taken, naming it and its flag.
@@ -82,17 +120,7 @@ func checkPorts(p ports) error {
 	return nil
 }
 
-func run(r *runner, p ports, dir string) (code int) {
-	defer func() {
-		if v := recover(); v != nil {
-			a, ok := v.(abort)
-			if !ok {
-				panic(v)
-			}
-			fmt.Fprintln(os.Stderr, "demo: failed:", a.msg)
-			code = 1
-		}
-	}()
+func run(r *runner, p ports, dir string) int {
 	start := time.Now()
 	tools := harness.MustTools(r)
 

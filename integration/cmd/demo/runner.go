@@ -56,6 +56,24 @@ func (r *runner) TempDir() string {
 	return d
 }
 
+// guard runs the demo's stack, turning a Fatal (an abort panic) into exit status 1.
+func (r *runner) guard(stack func() int) (code int) {
+	defer func() {
+		if v := recover(); v != nil {
+			a, ok := v.(abort)
+			if !ok {
+				panic(v)
+			}
+			fmt.Fprintln(os.Stderr, "demo: failed:", a.msg)
+			code = 1
+		}
+	}()
+	return stack()
+}
+
+// ArtifactDir is where a failing cluster's component logs are copied (harness keepLogs).
+func (r *runner) ArtifactDir() string { return r.dir }
+
 // stop runs the cleanups, newest first.
 func (r *runner) stop() {
 	r.mu.Lock()
