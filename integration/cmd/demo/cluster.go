@@ -109,7 +109,7 @@ GoWatchtower cluster demo is ready: node %[1]s (%[2]s), release %[3]s in %[4]s, 
   Reconciles per second by result, from Prometheus:
     curl -s '%[8]s/api/v1/query' --data-urlencode 'query=sum by (watchtower_reconcile_result) (rate(watchtower_reconciles_total[1m]))'
   Kafka:           bootstrap %[9]s, topics otlp_spans and otlp_metrics
-  Logs:            %[10]s (components: %[11]s)
+  Logs:            %[10]s (the node's components, while it runs: %[11]s)
 
 Ctrl-C stops everything and removes the cluster from this machine.
 `, c.Name, c.NodeIP, clusterRelease, clusterChartNS, clusterOperatorNS, k, jaeger.QueryURL, prom.URL, kafka.Bootstrap, dir,
