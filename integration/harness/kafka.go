@@ -88,9 +88,7 @@ log.retention.hours=1
 	k := &Kafka{Bootstrap: kc.net.Addr(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties")}
 
 	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does).
-	var id [16]byte
-	_, _ = rand.Read(id[:])
-	clusterID := base64.RawURLEncoding.EncodeToString(id[:])
+	clusterID := kafkaClusterID(rand.Read)
 	format := exec.Command(java, k.jvmArgs("kafka.tools.StorageTool", "format", "-t", clusterID, "-c", propsPath)...)
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("harness: format Kafka storage: %v\n%s", err, out)
@@ -120,6 +118,19 @@ log.retention.hours=1
 		return nil
 	})
 	return k
+}
+
+// kafkaClusterID is a random KRaft cluster ID: 16 bytes, base64url. An ID starting with '-'
+// reads as an option to the storage tool's argument parser (one run in 64 failed with "argument
+// --cluster-id/-t: expected one argument"); Kafka's own Uuid.randomUuid redraws those too.
+func kafkaClusterID(read func([]byte) (int, error)) string {
+	for {
+		var id [16]byte
+		_, _ = read(id[:])
+		if s := base64.RawURLEncoding.EncodeToString(id[:]); !strings.HasPrefix(s, "-") {
+			return s
+		}
+	}
 }
 
 // jvmArgs builds a java command line for a Kafka main class. The heap is bounded: the broker
