@@ -5,12 +5,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/gowatchtower/watchtower/examples/workloads/internal/childtest"
 )
 
 func TestParseBytes(t *testing.T) {
@@ -64,14 +62,8 @@ func TestHoldsUntilSIGTERM(t *testing.T) {
 		main()
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHoldsUntilSIGTERM$")
-	cmd.Env = append(os.Environ(), "MEMORY_LOAD_MAIN=1")
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line := waitForOutput(t, &out, "memory-load: holding 16Mi (16777216 bytes")
+	child := childtest.Start(t, "TestHoldsUntilSIGTERM", "MEMORY_LOAD_MAIN=1")
+	line := child.WaitForLine(t, "memory-load: holding 16Mi (16777216 bytes")
 	if _, err := os.Stat("/proc/self/status"); err == nil {
 		var mib float64
 		_, rest, _ := strings.Cut(line, "resident set now ")
@@ -79,20 +71,7 @@ func TestHoldsUntilSIGTERM(t *testing.T) {
 			t.Errorf("the holding line %q does not report a resident set of at least 16 MiB", line)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
-		}
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("still running 10s after SIGTERM\n%s", out.String())
-	}
+	child.StopWithSIGTERM(t)
 }
 
 func TestRejectsBadFlags(t *testing.T) {
@@ -101,38 +80,4 @@ func TestRejectsBadFlags(t *testing.T) {
 			t.Errorf("run %q: no error", args)
 		}
 	}
-}
-
-// lockedBuffer is written by exec's copying goroutine while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitForOutput waits until the child wrote a line containing want and returns that line.
-func waitForOutput(t *testing.T, out *lockedBuffer, want string) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(out.String(), "\n") {
-			if strings.Contains(line, want) {
-				return line
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("the child never wrote %q; output: %s", want, out.String())
-	return ""
 }

@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gowatchtower/watchtower/examples/workloads/internal/childtest"
 )
 
 func TestPlanSpreadsCPUsOverWorkers(t *testing.T) {
@@ -71,57 +70,7 @@ func TestExitsZeroOnSIGTERM(t *testing.T) {
 		main()
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestExitsZeroOnSIGTERM$")
-	cmd.Env = append(os.Environ(), "STRESS_CPU_MAIN=1")
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitForOutput(t, &out, "stress-cpu: burning")
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
-		}
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("still running 10s after SIGTERM\n%s", out.String())
-	}
-}
-
-// lockedBuffer is written by exec's copying goroutine while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitForOutput waits until the child wrote want, i.e. it has installed its signal handler.
-func waitForOutput(t *testing.T, out *lockedBuffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if strings.Contains(out.String(), want) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("the child never wrote %q; output: %s", want, out.String())
+	child := childtest.Start(t, "TestExitsZeroOnSIGTERM", "STRESS_CPU_MAIN=1")
+	child.WaitForLine(t, "stress-cpu: burning")
+	child.StopWithSIGTERM(t)
 }
