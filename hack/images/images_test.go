@@ -158,16 +158,8 @@ func TestImageContents(t *testing.T) {
 	}
 	defer f.Close()
 	names := map[string]bool{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names[h.Name] = true
+	for name := range readTar(t, f) {
+		names[name] = true
 	}
 	for _, want := range []string{"oci-layout", "index.json", "blobs/sha256/" + r.Digest.Hex} {
 		if !names[want] {
@@ -236,6 +228,27 @@ type entry struct {
 	data []byte
 }
 
+// readTar is every entry of a tar stream, by name (a directory's without its trailing slash).
+func readTar(t *testing.T, r io.Reader) map[string]entry {
+	t.Helper()
+	entries := map[string]entry{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return entries
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries[strings.TrimSuffix(h.Name, "/")] = entry{mode: h.Mode, data: b}
+	}
+}
+
 // flatten reads every layer, later layers winning, as a container's root file system would.
 func flatten(t *testing.T, img v1.Image) map[string]entry {
 	t.Helper()
@@ -249,20 +262,8 @@ func flatten(t *testing.T, img v1.Image) map[string]entry {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[strings.TrimSuffix(h.Name, "/")] = entry{mode: h.Mode, data: b}
+		for name, e := range readTar(t, rc) {
+			files[name] = e
 		}
 		rc.Close()
 	}
