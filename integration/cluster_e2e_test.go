@@ -285,11 +285,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	// kafkaTraces is everything the spans topic holds now.
 	kafkaTraces := func(t *testing.T) []ptrace.Traces {
 		t.Helper()
-		recs, err := kafka.ReadAllRecords(ctx, spansTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tds, err := harness.DecodeTraces(recs)
+		tds, err := kafka.ReadAllTraces(ctx, spansTopic)
 		if err != nil {
 			t.Fatal(err)
 		}

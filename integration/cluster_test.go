@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -61,12 +60,7 @@ func TestClusterNode(t *testing.T) {
 			t.Fatalf("cluster DNS: kubernetes.default.svc.cluster.local = %v, %v; want [10.96.0.1]", addrs, err)
 		}
 	})
-	after := hostSnapshot(t)
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("the host's %s changed across a cluster's life:\nbefore: %s\nafter:  %s", k, v, after[k])
-		}
-	}
+	sameHost(t, "across a cluster's life", before, hostSnapshot(t))
 }
 
 // clusterChildEnv makes the test binary, run by TestClusterReapedAfterKill, start a cluster
@@ -88,37 +82,35 @@ func TestClusterReapedAfterKill(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestClusterReapedAfterKill$", "-test.v")
 	cmd.Env = append(os.Environ(), clusterChildEnv+"=1")
-	stdout, err := cmd.StdoutPipe()
+	// One pipe for stdout and stderr, read by one goroutine: it reports the cluster's folder when
+	// the child prints it, and the whole output once the child is gone (killed, or by ctx).
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	childLog := &lockedLog{}
-	cmd.Stderr = childLog
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan string, 1)
+	w.Close()
+	ready, childLog := make(chan string, 1), make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		defer r.Close()
+		var log strings.Builder
+		sc := bufio.NewScanner(r)
 		for sc.Scan() {
-			line := sc.Text()
-			_, _ = childLog.Write([]byte(line + "\n"))
-			if dir, ok := strings.CutPrefix(line, "CLUSTER-READY "); ok {
+			log.WriteString(sc.Text() + "\n")
+			if dir, ok := strings.CutPrefix(sc.Text(), "CLUSTER-READY "); ok {
 				ready <- dir
 			}
 		}
 		close(ready)
+		childLog <- log.String()
 	}()
-	var dir string
-	select {
-	case d, ok := <-ready:
-		if !ok {
-			_ = cmd.Wait()
-			t.Fatalf("the child test ended before its cluster was ready:\n%s", childLog.String())
-		}
-		dir = d
-	case <-ctx.Done():
-		t.Fatalf("no cluster from the child test in time:\n%s", childLog.String())
+	dir, ok := <-ready
+	if !ok {
+		_ = cmd.Wait()
+		t.Fatalf("the child test ended (or ran out of time) before its cluster was ready:\n%s", <-childLog)
 	}
 	shims := 0
 	for _, p := range clusterProcesses() {
@@ -143,30 +135,7 @@ func TestClusterReapedAfterKill(t *testing.T) {
 	for _, e := range errs[min(1, len(errs)):] {
 		t.Errorf("reaping: %v", e)
 	}
-	after := hostSnapshot(t)
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("after SIGKILL and the reaper, the host's %s differs:\nbefore: %s\nafter:  %s", k, v, after[k])
-		}
-	}
-}
-
-// lockedLog collects a child's output written from two goroutines.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	sameHost(t, "after SIGKILL and the reaper", before, hostSnapshot(t))
 }
 
 // clusterChild is the killed side of TestClusterReapedAfterKill.
@@ -183,6 +152,16 @@ func clusterChild(t *testing.T) {
 	fmt.Println("CLUSTER-READY " + c.Dir)
 	<-ctx.Done()
 	t.Fatal("not killed within 2 minutes")
+}
+
+// sameHost fails for every part of the host snapshot that differs.
+func sameHost(t *testing.T, when string, before, after map[string]string) {
+	t.Helper()
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s, the host's %s differs:\nbefore: %s\nafter:  %s", when, k, v, after[k])
+		}
+	}
 }
 
 // hostSnapshot is what a cluster must leave as it found it: mounts, network links and routes,

@@ -191,6 +191,16 @@ func (k *Kafka) ConsoleConsumeRecords(ctx context.Context, topic string, n int, 
 	return recs, total, nil
 }
 
+// ReadAllTraces reads every record of topic up to its current end and decodes each as OTLP
+// protobuf traces (one ptrace.Traces per record, in order).
+func (k *Kafka) ReadAllTraces(ctx context.Context, topic string) ([]ptrace.Traces, error) {
+	recs, err := k.ReadAllRecords(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeTraces(recs)
+}
+
 // DecodeTraces decodes records written with the Kafka exporter's otlp_proto encoding (one
 // OTLP ExportTraceServiceRequest per record), in order.
 func DecodeTraces(recs []*kgo.Record) ([]ptrace.Traces, error) {
