@@ -20,9 +20,6 @@ import (
 	"github.com/gowatchtower/watchtower/integration/harness"
 )
 
-// The images the end-to-end cluster test runs: everything `make images` builds.
-var e2eImages = []string{"pause", "otelcol-watchtower", "workload-operator", "stress-cpu", "memory-load", "nginx"}
-
 const (
 	e2eChartNS    = "observability"
 	e2eOperatorNS = "workload-operator-system"
@@ -37,7 +34,7 @@ const (
 func TestClusterEndToEnd(t *testing.T) {
 	tools := harness.MustTools(t)
 	root := tools.RepoRoot
-	images := clusterImages(t, e2eImages...)
+	images := harness.ImageArchives(t, harness.WatchtowerImages...)
 	ctx := ctxTimeout(t, 15*time.Minute)
 
 	// The API server traces every request to the agent on its node, like the operator does.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,31 +16,12 @@ import (
 	"github.com/gowatchtower/watchtower/integration/harness"
 )
 
-// clusterImages are the OCI archives `make images` writes, for the node to import: pause (the
-// sandbox image every pod needs) and the named ones. The suite fails (never skips) when one is
-// missing: `make test` builds them.
-func clusterImages(t *testing.T, names ...string) []string {
-	t.Helper()
-	tools := harness.MustTools(t)
-	var tars []string
-	for _, name := range append([]string{"pause"}, names...) {
-		tar := filepath.Join(tools.RepoRoot, "bin", "images", name+".tar")
-		if _, err := os.Stat(tar); err != nil {
-			t.Fatalf("%s is missing: run `make images`", tar)
-		}
-		if !slices.Contains(tars, tar) {
-			tars = append(tars, tar)
-		}
-	}
-	return tars
-}
-
 // TestClusterNode checks the harness' node as a user of a cluster would: the node is Ready,
 // cluster DNS answers, and the host keeps no trace of the cluster once it is gone.
 func TestClusterNode(t *testing.T) {
 	before := hostSnapshot(t)
 	t.Run("cluster", func(t *testing.T) {
-		c := harness.StartCluster(t, harness.WithClusterImages(clusterImages(t)...))
+		c := harness.StartCluster(t, harness.WithClusterImages(harness.ImageArchives(t)...))
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		out, err := c.Kubectl(ctx, "get", "nodes", "-o", "wide")
@@ -76,7 +56,7 @@ func TestClusterReapedAfterKill(t *testing.T) {
 		clusterChild(t)
 		return
 	}
-	clusterImages(t) // fail here, not in the child, when they are missing
+	harness.ImageArchives(t) // fail here, not in the child, when they are missing
 	before := hostSnapshot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -140,7 +120,7 @@ func TestClusterReapedAfterKill(t *testing.T) {
 
 // clusterChild is the killed side of TestClusterReapedAfterKill.
 func clusterChild(t *testing.T) {
-	c := harness.StartCluster(t, harness.WithClusterImages(clusterImages(t)...))
+	c := harness.StartCluster(t, harness.WithClusterImages(harness.ImageArchives(t)...))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := c.Kubectl(ctx, "run", "sleeper", "--image=gowatchtower/pause:0.1.0", "--image-pull-policy=Never", "--restart=Never"); err != nil {

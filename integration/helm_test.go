@@ -111,31 +111,10 @@ var chartProfiles = []chartProfile{
 	},
 }
 
-// helmCLI runs the pinned helm with its configuration, cache and data in a temporary directory.
-type helmCLI struct {
-	bin, home, root string
-}
+// helmCLI is the harness' Helm with the chart tests' own helpers.
+type helmCLI struct{ *harness.Helm }
 
-func newHelm(t *testing.T) *helmCLI {
-	t.Helper()
-	tools := harness.MustTools(t)
-	return &helmCLI{bin: tools.Path(t, "helm", "HELM_VERSION", "helm"), home: t.TempDir(), root: tools.RepoRoot}
-}
-
-func (h *helmCLI) run(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, h.bin, args...)
-	cmd.Dir = h.root
-	cmd.Env = append(os.Environ(),
-		"HELM_CONFIG_HOME="+filepath.Join(h.home, "config"),
-		"HELM_CACHE_HOME="+filepath.Join(h.home, "cache"),
-		"HELM_DATA_HOME="+filepath.Join(h.home, "data"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
-}
+func newHelm(t *testing.T) *helmCLI { return &helmCLI{harness.NewHelm(t)} }
 
 // render runs helm template for a profile and decodes every object.
 func (h *helmCLI) render(ctx context.Context, t *testing.T, p chartProfile) []*unstructured.Unstructured {
@@ -144,7 +123,7 @@ func (h *helmCLI) render(ctx context.Context, t *testing.T, p chartProfile) []*u
 	if p.monitoring {
 		args = append(args, "--api-versions", "monitoring.coreos.com/v1")
 	}
-	out, err := h.run(ctx, args...)
+	out, err := h.Run(ctx, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +171,7 @@ func TestHelmChartLint(t *testing.T) {
 	h := newHelm(t)
 	ctx := ctxTimeout(t, 2*time.Minute)
 	for _, p := range chartProfiles {
-		if _, err := h.run(ctx, "lint", "--strict", chartDir, "--namespace", chartNamespace, "-f", profileValues(p)); err != nil {
+		if _, err := h.Run(ctx, "lint", "--strict", chartDir, "--namespace", chartNamespace, "-f", profileValues(p)); err != nil {
 			t.Errorf("%s: %v", p.name, err)
 		}
 	}
@@ -740,7 +719,7 @@ func TestHelmChartRejectsWrongValues(t *testing.T) {
 		{"sampler.enabled=true,gateway.replicas=2,gateway.persistentQueue.volume=persistentVolumeClaim", "gateway.persistentQueue.volume=persistentVolumeClaim is one ReadWriteOnce claim"},
 		{"gateway.podDisruptionBudget.enabled=true,gateway.podDisruptionBudget.maxUnavailable=1", "gateway.podDisruptionBudget: set exactly one of minAvailable and maxUnavailable"},
 	} {
-		out, err := h.run(ctx, "template", chartRelease, chartDir, "--set", tc.set)
+		out, err := h.Run(ctx, "template", chartRelease, chartDir, "--set", tc.set)
 		if err == nil {
 			t.Errorf("--set %s rendered (%d bytes), want an error naming it", tc.set, len(out))
 			continue
@@ -800,14 +779,14 @@ func TestHelmChartOnAPIServer(t *testing.T) {
 		const ns = "watchtower-install"
 		install := func(verb string, extra ...string) error {
 			args := append([]string{verb, chartRelease, chartDir, "--kubeconfig", kubeconfig, "--namespace", ns, "--timeout", "60s"}, extra...)
-			_, err := h.run(ctx, args...)
+			_, err := h.Run(ctx, args...)
 			return err
 		}
 		// A wrong value fails the install by name, and nothing is installed.
 		if err := install("install", "--create-namespace", "--set", "sampling.slowThresholdMs=-5"); err == nil || !strings.Contains(err.Error(), "at '/sampling/slowThresholdMs'") {
 			t.Fatalf("install with sampling.slowThresholdMs=-5: got %v, want an error naming it", err)
 		}
-		if out, err := h.run(ctx, "list", "--kubeconfig", kubeconfig, "--namespace", ns, "--all", "-q"); err != nil || strings.TrimSpace(out) != "" {
+		if out, err := h.Run(ctx, "list", "--kubeconfig", kubeconfig, "--namespace", ns, "--all", "-q"); err != nil || strings.TrimSpace(out) != "" {
 			t.Fatalf("after the failed install, releases %q (%v), want none", out, err)
 		}
 
@@ -849,7 +828,7 @@ func TestHelmChartOnAPIServer(t *testing.T) {
 			t.Errorf("checksum/config of the gateway pods %q before the upgrade, %q after: want a change", sum(before), sum(after))
 		}
 
-		if _, err := h.run(ctx, "uninstall", chartRelease, "--kubeconfig", kubeconfig, "--namespace", ns, "--timeout", "60s"); err != nil {
+		if _, err := h.Run(ctx, "uninstall", chartRelease, "--kubeconfig", kubeconfig, "--namespace", ns, "--timeout", "60s"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := readBack(ctx, c, gw); !apierrors.IsNotFound(err) {

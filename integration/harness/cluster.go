@@ -56,12 +56,14 @@ type Cluster struct {
 	// listen.
 	NodeIP string
 
-	logs     string
-	procs    []*Process
-	sysctls  map[string]string
-	ctrSock  string
-	images   []string
-	apiFlags map[string]string
+	logs       string
+	procs      []*Process
+	sysctls    map[string]string
+	ctrSock    string
+	images     []string
+	apiFlags   map[string]string
+	kubectlBin string // the pinned kubectl
+	helm       *Helm
 }
 
 // ClusterOption configures StartCluster.
@@ -119,7 +121,9 @@ func StartCluster(t TB, opts ...ClusterOption) *Cluster {
 	corednsBin := tools.Path(t, "coredns", "COREDNS_VERSION", "coredns")
 
 	name := fmt.Sprintf("gwt%d", os.Getpid())
-	c := &Cluster{Name: name, Dir: filepath.Join(ClusterStateRoot, name), NodeIP: clusterNodeIP, apiFlags: map[string]string{}}
+	c := &Cluster{Name: name, Dir: filepath.Join(ClusterStateRoot, name), NodeIP: clusterNodeIP, apiFlags: map[string]string{},
+		kubectlBin: kube("kubectl")}
+	c.helm = &Helm{bin: tools.Path(t, "helm", "HELM_VERSION", "helm"), home: filepath.Join(c.Dir, "helm"), dir: tools.RepoRoot}
 	for _, o := range opts {
 		o(c)
 	}
@@ -362,12 +366,7 @@ func (c *Cluster) createDNSService(ctx context.Context) error {
 
 // Kubectl runs kubectl against the cluster as the admin and returns its combined output.
 func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
-	tools, err := LoadTools()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(tools.Dir, "kubernetes-"+tools.Versions["KUBERNETES_VERSION"], "kubectl")
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, c.kubectlBin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)

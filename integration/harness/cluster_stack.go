@@ -4,32 +4,38 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 )
 
-// Helm runs the pinned helm against the cluster as the admin, with its configuration, cache and
-// data under the cluster's folder, and returns its standard output.
+// Helm runs the pinned helm against the cluster as the admin (see Helm), with its state under
+// the cluster's folder, and returns its standard output.
 func (c *Cluster) Helm(ctx context.Context, args ...string) (string, error) {
-	tools, err := LoadTools()
-	if err != nil {
-		return "", err
+	return c.helm.Run(ctx, append(args, "--kubeconfig", c.Kubeconfig)...)
+}
+
+// WatchtowerImages are the short names of every image `make images` builds, which a cluster
+// running the chart, the example operator and its workloads needs (pause is the sandbox image).
+var WatchtowerImages = []string{"pause", "otelcol-watchtower", "workload-operator", "stress-cpu", "memory-load", "nginx"}
+
+// ImageArchives are the archives bin/images/<name>.tar that `make images` wrote, for
+// WithClusterImages: pause always, then names. A missing one fails t (never skips): `make test`
+// and `make demo-cluster` build them first.
+func ImageArchives(t TB, names ...string) []string {
+	t.Helper()
+	root := MustTools(t).RepoRoot
+	tars := []string{filepath.Join(root, "bin", "images", "pause.tar")}
+	for _, name := range names {
+		if name != "pause" {
+			tars = append(tars, filepath.Join(root, "bin", "images", name+".tar"))
+		}
 	}
-	bin := filepath.Join(tools.Dir, "helm-"+tools.Versions["HELM_VERSION"], "helm")
-	home := filepath.Join(c.Dir, "helm")
-	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", c.Kubeconfig)...)
-	cmd.Dir = tools.RepoRoot
-	cmd.Env = append(os.Environ(),
-		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
-		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
-		"HELM_DATA_HOME="+filepath.Join(home, "data"))
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	for _, tar := range tars {
+		if _, err := os.Stat(tar); err != nil {
+			t.Fatalf("harness: %s is missing: run `make images`", tar)
+		}
 	}
-	return stdout.String(), nil
+	return tars
 }
 
 // ClusterChartValues are values of the otelcol-watchtower chart for a test cluster's node: Kafka

@@ -33,14 +33,7 @@ func runCluster(r *runner, p ports, dir string) int {
 	tools := harness.MustTools(r)
 	step := func(what string) { fmt.Printf("demo: [%5.1fs] %s\n", time.Since(start).Seconds(), what) }
 	ctx := context.Background()
-	images := make([]string, 0, 6)
-	for _, name := range []string{"pause", "otelcol-watchtower", "workload-operator", "stress-cpu", "memory-load", "nginx"} {
-		tar := filepath.Join(tools.RepoRoot, "bin", "images", name+".tar")
-		if _, err := os.Stat(tar); err != nil {
-			r.Fatalf("%s is missing: run `make images` (make demo-cluster does)", tar)
-		}
-		images = append(images, tar)
-	}
+	images := harness.ImageArchives(r, harness.WatchtowerImages...)
 
 	step("starting a single-node Kubernetes cluster (etcd, control plane, containerd, kubelet, kube-proxy, CoreDNS)")
 	tracing := filepath.Join(r.TempDir(), "apiserver-tracing.yaml")
