@@ -115,6 +115,8 @@ func StartCluster(t TB, opts ...ClusterOption) *Cluster {
 	for _, err := range ReapClusters() {
 		t.Logf("harness: reaping a cluster left behind: %v", err)
 	}
+	// Before anything of the cluster exists: if this process dies, its watchdog removes it.
+	startWatchdog()
 	tools := MustTools(t)
 	kube := func(bin string) string { return tools.Path(t, "kubernetes", "KUBERNETES_VERSION", bin) }
 	etcdBin := tools.Path(t, "etcd", "ETCD_VERSION", "etcd")
@@ -367,6 +369,7 @@ func (c *Cluster) createDNSService(ctx context.Context) error {
 // Kubectl runs kubectl against the cluster as the admin and returns its combined output.
 func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, c.kubectlBin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd.Env = componentEnv(nil)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)

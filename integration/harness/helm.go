@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -27,10 +26,10 @@ func NewHelm(t TB) *Helm {
 func (h *Helm) Run(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, h.bin, args...)
 	cmd.Dir = h.dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = componentEnv([]string{
 		"HELM_CONFIG_HOME="+filepath.Join(h.home, "config"),
 		"HELM_CACHE_HOME="+filepath.Join(h.home, "cache"),
-		"HELM_DATA_HOME="+filepath.Join(h.home, "data"))
+		"HELM_DATA_HOME="+filepath.Join(h.home, "data")})
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

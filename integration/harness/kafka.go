@@ -90,6 +90,7 @@ log.retention.hours=1
 	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does).
 	clusterID := kafkaClusterID(rand.Read)
 	format := exec.Command(java, k.jvmArgs("kafka.tools.StorageTool", "format", "-t", clusterID, "-c", propsPath)...)
+	format.Env, format.SysProcAttr = componentEnv(nil), sysProcAttr()
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("harness: format Kafka storage: %v\n%s", err, out)
 	}
@@ -218,7 +219,7 @@ func (k *Kafka) ConsoleConsume(ctx context.Context, topic string, n int, timeout
 		"--timeout-ms", strconv.FormatInt(timeout.Milliseconds(), 10),
 	)
 	cmd := exec.CommandContext(ctx, k.java, args...)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.Env, cmd.SysProcAttr = componentEnv(nil), sysProcAttr()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

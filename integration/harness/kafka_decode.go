@@ -142,7 +142,7 @@ func (k *Kafka) ConsoleConsumeRecords(ctx context.Context, topic string, n int, 
 		"--formatter-property", "print.value=false",
 	)
 	cmd := exec.CommandContext(ctx, k.java, args...)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.Env, cmd.SysProcAttr = componentEnv(nil), sysProcAttr()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()

@@ -90,10 +90,11 @@ func startProcess(tmp string, spec ProcessSpec) (*Process, error) {
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Dir = spec.Dir
-	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.Env = componentEnv(spec.Env)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = sysProcAttr()
+	startWatchdog()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, spec.Path, err)
