@@ -21,6 +21,9 @@ MODULES := . integration deploy/dashboards/gen hack/images
 
 GO_TEST_FLAGS ?=
 INTEGRATION_TIMEOUT ?= 40m
+# A failing test keeps its components' logs here (t.ArtifactDir); the test output names the folder.
+TEST_OUTPUT := $(CURDIR)/bin/test-output
+ARTIFACTS := -artifacts -outputdir $(TEST_OUTPUT)
 
 .PHONY: help
 help: ## list the targets
@@ -50,12 +53,14 @@ test: lint test-unit test-integration ## the whole suite: lint, unit, integratio
 .PHONY: test-unit
 test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own process handling
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
-	cd integration && go test -race -count=1 $(GO_TEST_FLAGS) ./harness/... ./cmd/...
+	@mkdir -p $(TEST_OUTPUT)
+	cd integration && go test -race -count=1 $(ARTIFACTS) $(GO_TEST_FLAGS) ./harness/... ./cmd/...
 	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
 test-integration: tools otelcol images ## tests against the real components started by integration/harness
-	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(GO_TEST_FLAGS) .) || rc=$$?; \
+	@mkdir -p $(TEST_OUTPUT)
+	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(ARTIFACTS) $(GO_TEST_FLAGS) .) || rc=$$?; \
 	  hack/reap.sh || rc=1; \
 	  exit $$rc
 

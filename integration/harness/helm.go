@@ -27,9 +27,9 @@ func (h *Helm) Run(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, h.bin, args...)
 	cmd.Dir = h.dir
 	cmd.Env = componentEnv([]string{
-		"HELM_CONFIG_HOME="+filepath.Join(h.home, "config"),
-		"HELM_CACHE_HOME="+filepath.Join(h.home, "cache"),
-		"HELM_DATA_HOME="+filepath.Join(h.home, "data")})
+		"HELM_CONFIG_HOME=" + filepath.Join(h.home, "config"),
+		"HELM_CACHE_HOME=" + filepath.Join(h.home, "cache"),
+		"HELM_DATA_HOME=" + filepath.Join(h.home, "data")})
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -70,6 +70,7 @@ func StartKube(t TB, opts ...KubeOption) *Kube {
 		o(&cfg)
 	}
 	tools := MustTools(t)
+	startWatchdog() // envtest starts etcd and kube-apiserver itself, with no death signal
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    tools.KubebuilderAssets(t),
 		CRDDirectoryPaths:        cfg.crdPaths,
@@ -96,8 +97,8 @@ func StartKube(t TB, opts ...KubeOption) *Kube {
 			t.Errorf("harness: stop kube-apiserver and etcd: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("harness: kube-apiserver log tail:\n%s", tailLines(apiLog.String(), 100))
-			t.Logf("harness: etcd log tail:\n%s", tailLines(etcdLog.String(), 40))
+			t.Logf("harness: kube-apiserver log tail (whole log: %s):\n%s", keepText(t, "kube-apiserver.log", apiLog.String()), tailLines(apiLog.String(), 100))
+			t.Logf("harness: etcd log tail (whole log: %s):\n%s", keepText(t, "etcd.log", etcdLog.String()), tailLines(etcdLog.String(), 40))
 		}
 	})
 	c, err := client.New(restCfg, client.Options{})

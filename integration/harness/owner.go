@@ -167,6 +167,9 @@ func startWatchdog() {
 		r.Close()
 		go func() { _ = cmd.Wait() }()
 		watchdogPipe = w // held, never written, until this process ends
+		// Processes the harness does not start itself (envtest's etcd and kube-apiserver, a
+		// test's own exec.Command) inherit the marker too.
+		_ = os.Setenv(OwnerEnv, owner())
 	})
 }
 

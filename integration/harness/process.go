@@ -61,7 +61,7 @@ func StartProcess(t TB, spec ProcessSpec) *Process {
 			t.Errorf("harness: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("harness: last lines of the %s log (%s):\n%s", p.spec.Name, p.logPath, p.LogTail(64<<10))
+			t.Logf("harness: last lines of the %s log (%s):\n%s", p.spec.Name, KeepArtifact(t, p.logPath), p.LogTail(64<<10))
 		}
 	})
 	return p
@@ -227,4 +227,56 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// KeepArtifact copies a file or folder (a component's log, a demo's state) into the test's
+// artifact directory — Go 1.26's t.ArtifactDir, which `go test -artifacts -outputdir D` keeps
+// under D/_artifacts and `make test` sets to bin/test-output — and returns where it is now, or
+// path itself when the test has no artifact directory or the copy failed. Tests call it when
+// they have failed, so a passing run keeps nothing.
+func KeepArtifact(t TB, path string) string {
+	a, ok := t.(interface{ ArtifactDir() string })
+	if !ok {
+		return path
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return path
+	}
+	dst := filepath.Join(a.ArtifactDir(), filepath.Base(path))
+	for i := 2; ; i++ { // two collectors of one test both log to otelcol-watchtower.log
+		if _, err := os.Lstat(dst); os.IsNotExist(err) {
+			break
+		}
+		dst = filepath.Join(a.ArtifactDir(), fmt.Sprintf("%d-%s", i, filepath.Base(path)))
+	}
+	if st.IsDir() {
+		err = os.CopyFS(dst, os.DirFS(path))
+	} else {
+		var b []byte
+		if b, err = os.ReadFile(path); err == nil {
+			err = os.WriteFile(dst, b, 0o644)
+		}
+	}
+	if err != nil {
+		return path
+	}
+	return dst
+}
+
+// keepText writes content as name into the test's artifact directory (see KeepArtifact).
+func keepText(t TB, name, content string) string {
+	dir, err := os.MkdirTemp("", "harness-keep-")
+	if err != nil {
+		return "not kept: " + err.Error()
+	}
+	defer os.RemoveAll(dir)
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		return "not kept: " + err.Error()
+	}
+	if kept := KeepArtifact(t, p); kept != p {
+		return kept
+	}
+	return "not kept (run go test with -artifacts -outputdir DIR)"
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -167,5 +168,53 @@ func waitGone(t *testing.T, pid int) {
 			t.Fatalf("process %d outlived the test that started it", pid)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const failingChildEnv = "WATCHTOWER_HARNESS_TEST_FAILING_CHILD"
+
+// A failing test keeps each component's whole log in its artifact directory (go test
+// -artifacts -outputdir D, as `make test` runs) and names it, instead of losing it with
+// t.TempDir; a passing test keeps nothing.
+func TestFailingTestKeepsComponentLogs(t *testing.T) {
+	if v := os.Getenv(failingChildEnv); v != "" {
+		p := shell(t, "chatty", `echo "line one of the component log"; echo "the line that says why"; exec sleep 60`, time.Second)
+		waitLog(t, p, "says why")
+		if v == "fail" {
+			t.Error("the child test fails on purpose")
+		}
+		return
+	}
+	for _, fail := range []bool{true, false} {
+		out := t.TempDir()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFailingTestKeepsComponentLogs$", "-test.v", "-test.artifacts", "-test.outputdir="+out)
+		cmd.Env = append(os.Environ(), failingChildEnv+"="+map[bool]string{true: "fail", false: "pass"}[fail])
+		b, err := cmd.CombinedOutput()
+		var kept []string
+		_ = filepath.WalkDir(filepath.Join(out, "_artifacts"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Name() == "chatty.log" {
+				kept = append(kept, p)
+			}
+			return nil
+		})
+		if !fail {
+			if err != nil || len(kept) != 0 {
+				t.Errorf("a passing test: exit %v, kept %v; want success and nothing kept\n%s", err, kept, b)
+			}
+			continue
+		}
+		if err == nil {
+			t.Fatalf("the child test should have failed:\n%s", b)
+		}
+		if len(kept) != 1 {
+			t.Fatalf("want the component's log kept once under %s/_artifacts, found %v\n%s", out, kept, b)
+		}
+		log, _ := os.ReadFile(kept[0])
+		if !strings.Contains(string(log), "line one of the component log\nthe line that says why\n") {
+			t.Errorf("kept log %s holds %q, want the whole log", kept[0], log)
+		}
+		if !strings.Contains(string(b), "log ("+kept[0]+")") {
+			t.Errorf("the test output should name where the log is kept (%s):\n%s", kept[0], b)
+		}
 	}
 }
