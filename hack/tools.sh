@@ -27,6 +27,15 @@ log() { echo "tools: $*"; }
 
 mkdir -p "$tools_dir" || die "cannot create the cache directory $tools_dir (set WATCHTOWER_TOOLS_DIR to a writable place)"
 
+# One run at a time: two runs (two terminals, `make -j`) would each delete the other's
+# half-built temp directory. The second waits for the first and then finds its work cached.
+command -v flock >/dev/null || die "flock is required (Debian: apt-get install util-linux)"
+exec 9>"$tools_dir/.lock"
+if ! flock -n 9; then
+  log "another hack/tools.sh is building into $tools_dir; waiting for it ..."
+  flock 9
+fi
+
 # --- prerequisites -----------------------------------------------------------------------------
 
 need_go() {
@@ -90,15 +99,20 @@ need_disk() {
 
 go_build_flags=(-trimpath -ldflags=-s\ -w)
 
-# component NAME VERSION MIB BUILD_FN: runs BUILD_FN with $out (a fresh temp dir) unless the cache
-# already holds NAME-VERSION; on success the temp dir becomes the cache entry.
+# component NAME VERSION MIB BUILD_FN [FILE...]: runs BUILD_FN with $out (a fresh temp dir)
+# unless the cache holds NAME-VERSION built by the same recipe. The recipe's key, kept in the
+# .done stamp, covers the version, BUILD_FN's own text and the FILEs that define the build
+# (e.g. tools/kafka/pom.xml): change any of them and the component is rebuilt.
 component() {
   local name=$1 version=$2 mib=$3 fn=$4
-  local dest="$tools_dir/$name-$version"
-  if [ -f "$dest/.done" ]; then
+  shift 4
+  local dest="$tools_dir/$name-$version" key
+  key=$( { echo "$name $version"; declare -f "$fn"; for f in "$@"; do cat "$repo/$f"; done; } | sha256sum | cut -c1-16)
+  if [ -f "$dest/.done" ] && [ "$(cat "$dest/.done")" = "$key" ]; then
     log "$name $version: cached in $dest"
     return 0
   fi
+  [ -f "$dest/.done" ] && log "$name $version: its recipe changed since it was built; rebuilding"
   need_disk "$mib"
   local start=$SECONDS
   log "$name $version: building into $dest (first run only) ..."
@@ -117,7 +131,7 @@ component() {
     tail -n 40 "$logf" >&2
     die "$name $version: build failed; full log in $logf"
   fi
-  touch "$out/.done"
+  echo "$key" >"$out/.done"
   mv "$out" "$dest"
   log "$name $version: built in $((SECONDS - start))s"
 }
@@ -332,7 +346,9 @@ build_staticcheck() { go_install "honnef.co/go/tools/cmd/staticcheck@$STATICCHEC
 build_kafka() {
   # The broker, its tools (console producer/consumer, storage formatter) and a log4j2 backend,
   # resolved from Maven Central with the dependency plugin.
-  mvn -B -q -f "$repo/tools/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+  # --strict-checksums: a jar whose checksum does not match the repository's fails the build
+  # (Maven only warns by default); the full output is in the build log.
+  mvn -B --strict-checksums -f "$repo/tools/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/libs"
   cp "$repo/tools/kafka/log4j2.properties" "$out/log4j2.properties"
   ls "$out/libs" | grep -q "^kafka_2.13-$KAFKA_VERSION.jar$"
@@ -352,7 +368,7 @@ for name in "${want[@]}"; do
     staticcheck)  need_go; component staticcheck "$STATICCHECK_VERSION" 500 build_staticcheck ;;
     controller-gen) need_go; component controller-gen "$CONTROLLER_TOOLS_VERSION" 1000 build_controller_gen ;;
     helm)         need_go; component helm "$HELM_VERSION" 1500 build_helm ;;
-    kafka)        need_java; component kafka "$KAFKA_VERSION" 500 build_kafka ;;
+    kafka)        need_java; component kafka "$KAFKA_VERSION" 500 build_kafka tools/kafka/pom.xml tools/kafka/log4j2.properties ;;
     *) die "unknown component '$name'; known: ${all[*]}" ;;
   esac
 done

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -162,6 +163,22 @@ func TestExampleOperatorReconcilesWorkloads(t *testing.T) {
 	if *dep.Spec.Replicas != 2 || dep.Spec.Template.Spec.Containers[0].Image != "gowatchtower/nginx:0.1.0" || len(dep.OwnerReferences) != 1 {
 		t.Errorf("Deployment %+v does not match the Workload", dep.Spec)
 	}
+	// A spec change reaches the Deployment (the README: the operator keeps it in line).
+	var w demov1alpha1.Workload
+	if err := c.Get(ctx, client.ObjectKeyFromObject(nginx), &w); err != nil {
+		t.Fatal(err)
+	}
+	w.Spec.Replicas = ptr.To[int32](3)
+	if err := c.Update(ctx, &w); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the Deployment to follow the Workload's new replica count", func() (bool, error) {
+		var d appsv1.Deployment
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &d); err != nil {
+			return false, err
+		}
+		return *d.Spec.Replicas == 3, fmt.Errorf("replicas %d", *d.Spec.Replicas)
+	})
 	var svc corev1.Service
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "web"}, &svc); err != nil {
 		t.Errorf("the nginx Workload needs a Service: %v", err)

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 )
@@ -86,6 +88,45 @@ func (a *Alertmanager) PostAlert(ctx context.Context, labels, annotations map[st
 		return fmt.Errorf("POST /api/v2/alerts: %s: %s", resp.Status, b)
 	}
 	return nil
+}
+
+// AlertReceivers returns the receivers Alertmanager routed the alerts named alertname to (its
+// v2 API's receivers of each alert), sorted and without duplicates.
+func (a *Alertmanager) AlertReceivers(ctx context.Context, alertname string) ([]string, error) {
+	u := a.URL + "/api/v2/alerts?" + url.Values{"filter": {fmt.Sprintf("alertname=%q", alertname)}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var alerts []struct {
+		Receivers []struct {
+			Name string `json:"name"`
+		} `json:"receivers"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("GET /api/v2/alerts: %s: %s", resp.Status, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
+		return nil, fmt.Errorf("GET /api/v2/alerts: %w", err)
+	}
+	seen := map[string]bool{}
+	var names []string
+	for _, al := range alerts {
+		for _, r := range al.Receivers {
+			if !seen[r.Name] {
+				seen[r.Name] = true
+				names = append(names, r.Name)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // WebhookMessage is Alertmanager's webhook payload (version 4).

@@ -247,6 +247,13 @@ func (j *Jaeger) Services(ctx context.Context) ([]string, error) {
 	return s, err
 }
 
+// Get GETs path (with its query, e.g. one the demo prints) from the query API and decodes the
+// "data" member of the answer into data.
+func (j *Jaeger) Get(ctx context.Context, path string, data any) error {
+	_, err := j.getJSON(ctx, path, data)
+	return err
+}
+
 // getJSON decodes the "data" member of a Jaeger API response.
 func (j *Jaeger) getJSON(ctx context.Context, path string, data any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.QueryURL+path, nil)

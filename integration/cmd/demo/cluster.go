@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -109,14 +107,13 @@ Ctrl-C stops everything and removes the cluster from this machine.
 		filepath.Dir(c.LogPath("kubelet")))
 
 	// A small steady load, as in the process demo: poke every Workload now and then.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	r.markReady()
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	names := sampleNames(r, filepath.Join(tools.RepoRoot, "examples/workload-operator/config/samples"))
 	for n := 1; ; n++ {
 		select {
-		case <-sig:
+		case <-r.interrupted:
 			return 0
 		case <-tick.C:
 			for _, name := range names {

@@ -48,6 +48,12 @@ func main() {
 	inCluster := flag.Bool("cluster", false, "run the stack in a real single-node Kubernetes cluster (make demo-cluster; needs root and `make images`)")
 	flag.Parse()
 
+	// Ctrl-C is handled from the first moment: during the start it stops what has started so
+	// far; a second Ctrl-C stops at once (the components die with the demo: each has a death
+	// signal, and the harness' watchdog removes what they started, a cluster included).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+
 	stack := run
 	if *inCluster {
 		// The cluster's components listen on the node's IP, not on 127.0.0.1.
@@ -61,8 +67,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
 	}
-	r := &runner{dir: dir}
-	code := r.guard(func() int { return stack(r, p, dir) })
+	r := newRunner(dir)
+	done := make(chan int, 1)
+	go func() { done <- r.guard(func() int { return stack(r, p, dir) }) }()
+	var code int
+	select {
+	case code = <-done:
+	case <-sigs:
+		fmt.Println("demo: Ctrl-C: stopping everything (Ctrl-C again to stop at once) ...")
+		go func() {
+			<-sigs
+			fmt.Fprintln(os.Stderr, "demo: second Ctrl-C: stopping at once; logs are in", dir)
+			os.Exit(130)
+		}()
+		code = r.interrupt(done)
+	}
 	fmt.Println("demo: stopping everything ...")
 	r.stop()
 	fmt.Println("demo: stopped; logs are in", dir)
@@ -190,13 +209,12 @@ func run(r *runner, p ports, dir string) int {
 	printReady(p, kafka.Bootstrap, kubeconfig, filepath.Join(tools.Dir, "kubernetes-"+tools.Versions["KUBERNETES_VERSION"], "kubectl"), dir, names, prom.URL)
 
 	// A small steady load: poke every Workload every few seconds, so reconciles keep coming.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	r.markReady()
 	tick := time.NewTicker(4 * time.Second)
 	defer tick.Stop()
 	for n := 1; ; n++ {
 		select {
-		case <-sig:
+		case <-r.interrupted:
 			return 0
 		case <-op.Done():
 			r.Errorf("the operator exited; its log: %s", op.LogPath())

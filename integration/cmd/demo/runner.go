@@ -5,17 +5,51 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // runner is the demo's harness.TB: components log through it, a fatal error aborts the start
 // (main recovers it and stops what was started), and cleanups run in reverse order on Ctrl-C.
 type runner struct {
 	dir string
+	// interrupted is closed on Ctrl-C; the running demo's loop returns on it.
+	interrupted chan struct{}
+	ready       atomic.Bool
 
 	mu       sync.Mutex
 	cleanups []func()
+	stopped  bool
 	failed   bool
 	n        int
+}
+
+func newRunner(dir string) *runner { return &runner{dir: dir, interrupted: make(chan struct{})} }
+
+// markReady records that everything started: a Ctrl-C from now on is the normal way out.
+func (r *runner) markReady() { r.ready.Store(true) }
+
+// interrupt handles the first Ctrl-C and returns the exit code. A ready demo's loop returns by
+// itself; one still starting is blocked in a component's start, so what has started is
+// stopped under it, which makes that start fail and the stack return.
+func (r *runner) interrupt(done <-chan int) int {
+	close(r.interrupted)
+	if r.ready.Load() {
+		select {
+		case code := <-done:
+			return code
+		case <-time.After(5 * time.Second):
+		}
+	}
+	r.stop()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+	}
+	if r.ready.Load() {
+		return 0
+	}
+	return 130
 }
 
 type abort struct{ msg string }
@@ -36,8 +70,15 @@ func (r *runner) Failed() bool {
 	return r.failed
 }
 
+// Cleanup registers f to run at stop; once the demo is stopping, f runs at once (a component
+// that finished starting during the stop must not outlive it).
 func (r *runner) Cleanup(f func()) {
 	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		f()
+		return
+	}
 	r.cleanups = append(r.cleanups, f)
 	r.mu.Unlock()
 }
@@ -79,6 +120,7 @@ func (r *runner) stop() {
 	r.mu.Lock()
 	cs := r.cleanups
 	r.cleanups = nil
+	r.stopped = true
 	r.mu.Unlock()
 	for i := len(cs) - 1; i >= 0; i-- {
 		cs[i]()
