@@ -64,6 +64,11 @@ test-integration: tools otelcol images ## tests against the real components star
 	  hack/reap.sh || rc=1; \
 	  exit $$rc
 
+.PHONY: test-kill
+KILL_ROUNDS ?= 4
+test-kill: ## interrupt test-integration at random points (Ctrl-C or SIGKILL) and check nothing is left behind
+	hack/killtest.sh $(KILL_ROUNDS)
+
 .PHONY: images
 IMAGE_TAG ?= 0.1.0
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
@@ -96,7 +101,11 @@ bin:
 
 .PHONY: demo
 DEMO_FLAGS ?=
-demo: tools otelcol | bin ## the whole local stack with the example operator; prints where to look; Ctrl-C stops it
+# Only the components the demo starts: a cold `make demo` skips the cluster's, the linters'
+# and the chart's tools.
+DEMO_TOOLS := kubernetes etcd envtest jaeger prometheus kafka
+demo: otelcol | bin ## the whole local stack with the example operator; prints where to look; Ctrl-C stops it
+	@hack/tools.sh $(DEMO_TOOLS)
 	cd integration && go build -o ../bin/watchtower-demo ./cmd/demo
 	bin/watchtower-demo $(DEMO_FLAGS)
 

@@ -62,6 +62,7 @@ func TestClusterReapedAfterKill(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestClusterReapedAfterKill$", "-test.v")
 	cmd.Env = append(os.Environ(), clusterChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with this test
 	// One pipe for stdout and stderr, read by one goroutine: it reports the cluster's folder when
 	// the child prints it, and the whole output once the child is gone (killed, or by ctx).
 	r, w, err := os.Pipe()

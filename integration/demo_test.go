@@ -59,7 +59,8 @@ func startDemo(t *testing.T) *demoProcess {
 	}
 	d.cmd = exec.Command(bin, append(args, "-dir", d.state)...)
 	d.cmd.Dir = tools.RepoRoot
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if this test dies, the demo dies with it (its watchdog then removes the rest).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -58,6 +58,7 @@ func TestNothingOutlivesAKilledTestBinary(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNothingOutlivesAKilledTestBinary$", "-test.v")
 	cmd.Env = append(os.Environ(), killedChildEnv+"=1")
+	cmd.SysProcAttr = sysProcAttr()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

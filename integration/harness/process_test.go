@@ -189,6 +189,7 @@ func TestFailingTestKeepsComponentLogs(t *testing.T) {
 		out := t.TempDir()
 		cmd := exec.Command(os.Args[0], "-test.run=^TestFailingTestKeepsComponentLogs$", "-test.v", "-test.artifacts", "-test.outputdir="+out)
 		cmd.Env = append(os.Environ(), failingChildEnv+"="+map[bool]string{true: "fail", false: "pass"}[fail])
+		cmd.SysProcAttr = sysProcAttr()
 		b, err := cmd.CombinedOutput()
 		var kept []string
 		_ = filepath.WalkDir(filepath.Join(out, "_artifacts"), func(p string, d os.DirEntry, err error) error {
