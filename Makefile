@@ -58,6 +58,10 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
+# The tests run the images on this machine's node only: build them for its architecture (a cold
+# run skips cross-compiling the collector); `make images` alone builds every platform, and the
+# images' own tests build both platforms of the smallest one.
+test-integration: IMAGE_PLATFORMS = linux/$(shell go env GOARCH)
 test-integration: tools otelcol images ## tests against the real components started by integration/harness
 	@mkdir -p $(TEST_OUTPUT)
 	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(ARTIFACTS) $(GO_TEST_FLAGS) .) || rc=$$?; \

@@ -10,11 +10,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	otelsemconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -24,16 +26,26 @@ const (
 	ProtocolHTTPProtobuf = "http/protobuf"
 )
 
-// Defaults. They differ from the OpenTelemetry SDK's where an operator needs it: metrics are
-// pushed every 10s (not 60s) so that a dashboard follows a rollout, and the protocol is gRPC,
-// what otelcol-watchtower listens on first.
+// Defaults. The protocol is the specification's, http/protobuf (port 4318 on
+// otelcol-watchtower). Metrics are pushed every 10s (not the SDK's 60s) so that a dashboard
+// follows a rollout. Shutdown gives up after 5s when its ctx has no deadline: kubebuilder's
+// manager Deployment has terminationGracePeriodSeconds: 10, and the manager needs part of it
+// to stop too, so a black-holing collector must not be able to turn a rollout into SIGKILLs.
 const (
-	defaultProtocol       = ProtocolHTTPProtobuf // the specification's default
-	defaultMetricInterval = 10 * time.Second
-	defaultQueueSize      = 2048
-	defaultMaxBatch       = 512
-	defaultBatchTimeout   = time.Second
-	defaultExportTimeout  = 10 * time.Second
+	defaultProtocol        = ProtocolHTTPProtobuf
+	defaultMetricInterval  = 10 * time.Second
+	defaultQueueSize       = 2048
+	defaultMaxBatch        = 512
+	defaultBatchTimeout    = time.Second
+	defaultExportTimeout   = 10 * time.Second
+	defaultShutdownTimeout = 5 * time.Second
+)
+
+// The collector's well-known OTLP ports, used to spot an endpoint that does not match its
+// protocol (see warnEndpointPorts).
+const (
+	portGRPC = "4317"
+	portHTTP = "4318"
 )
 
 // Environment variables read by Start. The OTLP exporters also read the ones they own
@@ -81,9 +93,11 @@ type config struct {
 	promGatherer      prometheus.Gatherer
 	promGathererSet   bool
 
-	metricInterval time.Duration
-	queueSize      int
-	noGlobal       bool
+	metricInterval  time.Duration
+	queueSize       int
+	noGlobal        bool
+	shutdownTimeout time.Duration
+	logger          *logr.Logger
 
 	spanExporter   sdktrace.SpanExporter
 	metricExporter sdkmetric.Exporter
@@ -121,8 +135,9 @@ func WithResourceAttributes(attrs ...attribute.KeyValue) Option {
 }
 
 // WithEndpoint sets the OTLP endpoint of both signals as a base URL such as
-// "http://otelcol-watchtower.observability:4317" (gRPC) or "https://collector:4318" (HTTP; the
-// /v1/traces and /v1/metrics paths are appended). An http scheme means no TLS. It replaces
+// "http://otelcol-watchtower.observability:4318" (http/protobuf, the default protocol; the
+// /v1/traces and /v1/metrics paths are appended) or "http://otelcol-watchtower.observability:4317"
+// (with WithProtocol("grpc")). An http scheme means no TLS. It replaces
 // OTEL_EXPORTER_OTLP_ENDPOINT and the per-signal OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT.
 func WithEndpoint(endpoint string) Option {
 	return optionFunc(func(c *config) {
@@ -136,7 +151,9 @@ func WithEndpoint(endpoint string) Option {
 
 // WithProtocol sets the OTLP protocol of both signals: "grpc" (ProtocolGRPC) or
 // "http/protobuf" (ProtocolHTTPProtobuf). It replaces OTEL_EXPORTER_OTLP_PROTOCOL and the
-// per-signal variables; the default is "grpc".
+// per-signal variables; the default is "http/protobuf", the specification's, which a collector
+// receives on port 4318 (gRPC is on 4317). Start logs a warning when the endpoint's port is the
+// other protocol's.
 func WithProtocol(protocol string) Option {
 	return optionFunc(func(c *config) {
 		if err := checkProtocol(protocol); err != nil {
@@ -220,11 +237,39 @@ func WithQueueSize(n int) Option {
 	})
 }
 
-// WithoutGlobal keeps Start from installing its providers and the W3C tracecontext+baggage
-// propagator as OpenTelemetry's globals (otel.SetTracerProvider, otel.SetMeterProvider,
-// otel.SetTextMapPropagator). Use the Telemetry's providers explicitly then.
+// WithoutGlobal keeps Start from installing its providers, the W3C tracecontext+baggage
+// propagator and its error handler as OpenTelemetry's globals (otel.SetTracerProvider,
+// otel.SetMeterProvider, otel.SetTextMapPropagator, otel.SetErrorHandler). Use the Telemetry's
+// providers explicitly then. Span export failures still go to WithLogger's logger; the
+// OpenTelemetry SDK's own errors (a failed metric push among them) go to whatever error
+// handler the process installed, stderr unless it installed one.
 func WithoutGlobal() Option {
 	return optionFunc(func(c *config) { c.noGlobal = true })
+}
+
+// WithLogger sets where the SDK reports on itself: the warning Start logs when an endpoint's
+// port belongs to the other OTLP protocol, and failed exports, at most one line per distinct
+// error per 30s with the number of repeats left out. A collector that is down for an hour must
+// not flood the operator's log, nor write unstructured lines to stderr next to it (the
+// OpenTelemetry default). Start installs the error handler as OpenTelemetry's global one
+// (otel.SetErrorHandler) unless WithoutGlobal is given. The default is controller-runtime's
+// log.Log, the logger that ctrl.SetLogger sets in a kubebuilder main.go.
+func WithLogger(l logr.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = &l })
+}
+
+// WithShutdownTimeout bounds Telemetry.Shutdown when its ctx has no deadline (default 5s, well
+// within kubebuilder's 10s termination grace period). The bound is what keeps an unreachable or
+// unresponsive collector from holding the process after the manager has stopped; what is not
+// sent by then is counted as dropped. A ctx with a deadline is used as it is.
+func WithShutdownTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			c.errs = append(c.errs, fmt.Errorf("WithShutdownTimeout(%s): must be positive", d))
+			return
+		}
+		c.shutdownTimeout = d
+	})
 }
 
 // WithSpanExporter replaces the OTLP span exporter, e.g. with an in-memory exporter in tests or
@@ -273,12 +318,14 @@ type settings struct {
 	batchTimeout   time.Duration
 	exportTimeout  time.Duration
 
-	promRegisterer prometheus.Registerer
-	promGatherer   prometheus.Gatherer
-	noGlobal       bool
-	spanExporter   sdktrace.SpanExporter
-	metricExporter sdkmetric.Exporter
-	extraReaders   []sdkmetric.Reader
+	promRegisterer  prometheus.Registerer
+	promGatherer    prometheus.Gatherer
+	noGlobal        bool
+	logger          logr.Logger
+	shutdownTimeout time.Duration
+	spanExporter    sdktrace.SpanExporter
+	metricExporter  sdkmetric.Exporter
+	extraReaders    []sdkmetric.Reader
 }
 
 // otlpSettings is what Start passes to an OTLP exporter explicitly. What is left empty the
@@ -289,6 +336,12 @@ type otlpSettings struct {
 	endpoint string // base URL from WithEndpoint; empty: from the environment
 	insecure bool
 	headers  map[string]string // nil: from the environment
+
+	// Only for the warnings: the endpoint the exporter will use, and where it and the
+	// protocol came from ("WithEndpoint", a variable's name, or "default").
+	effectiveEndpoint string
+	endpointFrom      string
+	protocolFrom      string
 }
 
 // newSettings applies the options over the environment read through getenv and returns every
@@ -396,6 +449,13 @@ func newSettings(getenv func(string) string, opts []Option) (*settings, error) {
 	}
 	s.noGlobal = c.noGlobal
 	s.extraReaders = c.extraReaders
+	s.shutdownTimeout = cmpOr(c.shutdownTimeout, defaultShutdownTimeout)
+	// controller-runtime's root logger delegates to whatever ctrl.SetLogger installs, even later,
+	// so that an operator's own logger is the default without an option.
+	s.logger = ctrllog.Log.WithName("telemetry")
+	if c.logger != nil {
+		s.logger = *c.logger
+	}
 
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -432,16 +492,18 @@ func otlpFromEnv(env func(string) string, signal string, c config) (otlpSettings
 		return name, env(name)
 	}
 
+	o.protocolFrom = "WithProtocol"
 	if o.protocol == "" {
-		o.protocol = defaultProtocol
+		o.protocol, o.protocolFrom = defaultProtocol, "default"
 		if name, v := lookup("PROTOCOL"); v != "" {
 			if err := checkProtocol(v); err != nil {
 				errs = append(errs, envError(name, v, err.Error()))
 			} else {
-				o.protocol = v
+				o.protocol, o.protocolFrom = v, name
 			}
 		}
 	}
+	o.effectiveEndpoint, o.endpointFrom = o.endpoint, "WithEndpoint"
 	if o.endpoint == "" {
 		// Only the variable in effect is checked: when the per-signal one is set, the
 		// exporter never reads the general one for this signal.
@@ -449,15 +511,17 @@ func otlpFromEnv(env func(string) string, signal string, c config) (otlpSettings
 			if err := checkEndpoint(v); err != nil {
 				errs = append(errs, envError(name, v, err.Error()))
 			}
+			o.effectiveEndpoint, o.endpointFrom = v, name
 		}
 	}
 	if o.endpoint == "" {
 		if _, v := lookup("ENDPOINT"); v == "" {
 			// The specification's defaults; the Go exporters' own would use TLS on localhost.
-			o.endpoint = "http://localhost:4318"
+			o.endpoint = "http://localhost:" + portHTTP
 			if o.protocol == ProtocolGRPC {
-				o.endpoint = "http://localhost:4317"
+				o.endpoint = "http://localhost:" + portGRPC
 			}
+			o.effectiveEndpoint, o.endpointFrom = o.endpoint, "default"
 		}
 	}
 	if o.headers == nil {
@@ -486,7 +550,8 @@ func checkProtocol(p string) error {
 // the http or https scheme. A bare "host:port" parses as a URL with scheme "host", which is
 // why the scheme is checked and not only the parse.
 func checkEndpoint(e string) error {
-	const want = "must be a URL with scheme http or https, e.g. http://otelcol-watchtower:4317"
+	const want = "must be a URL with scheme http or https, e.g. http://otelcol-watchtower:4318 " +
+		"(http/protobuf, the default) or http://otelcol-watchtower:4317 (grpc)"
 	u, err := url.Parse(e)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return errors.New(want)

@@ -46,7 +46,7 @@ func TestDefaults(t *testing.T) {
 		t.Error("disabled by default")
 	}
 	if s.traces.protocol != ProtocolHTTPProtobuf || s.metrics.protocol != ProtocolHTTPProtobuf {
-		t.Errorf("protocols = %q, %q; want grpc", s.traces.protocol, s.metrics.protocol)
+		t.Errorf("protocols = %q, %q; want http/protobuf", s.traces.protocol, s.metrics.protocol)
 	}
 	if got, want := s.sampler.Description(), sdktrace.ParentBased(sdktrace.AlwaysSample()).Description(); got != want {
 		t.Errorf("sampler = %s; want %s", got, want)
@@ -231,7 +231,7 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"OTEL_EXPORTER_OTLP_PROTOCOL", "udp"}, nil, `OTEL_EXPORTER_OTLP_PROTOCOL="udp": must be "grpc" or "http/protobuf"`},
 		{[]string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"}, nil, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/json": http/json is not supported; use "grpc" or "http/protobuf"`},
 		{[]string{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "thrift"}, nil, `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="thrift": must be "grpc" or "http/protobuf"`},
-		{[]string{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"}, nil, `OTEL_EXPORTER_OTLP_ENDPOINT="collector:4317": must be a URL with scheme http or https, e.g. http://otelcol-watchtower:4317`},
+		{[]string{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"}, nil, `OTEL_EXPORTER_OTLP_ENDPOINT="collector:4317": must be a URL with scheme http or https, e.g. http://otelcol-watchtower:4318 (http/protobuf, the default) or http://otelcol-watchtower:4317 (grpc)`},
 		{[]string{"OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"}, nil, `OTEL_EXPORTER_OTLP_ENDPOINT="ftp://collector": must be a URL with scheme http or https`},
 		{[]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://"}, nil, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://": must be a URL with scheme http or https`},
 		{[]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "localhost"}, nil, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="localhost": must be a URL with scheme http or https`},

@@ -1,7 +1,8 @@
 // Package sdk sets up OpenTelemetry for a Kubernetes operator process with one call.
 //
-// In a kubebuilder cmd/main.go, start it before the manager and shut it down after the
-// manager returns, with a fresh bounded context (the signal context is done by then):
+// In a kubebuilder cmd/main.go, start it before the manager and shut it down explicitly after
+// the manager returns, before any os.Exit (which skips deferred calls), with a fresh context
+// (the signal context is done by then):
 //
 //	ctx := ctrl.SetupSignalHandler()
 //	tel, err := sdk.Start(ctx, sdk.WithServiceName("memcached-operator"), sdk.WithServiceVersion(version))
@@ -11,14 +12,18 @@
 //	}
 //	// ... create the manager and the instrumented reconcilers ...
 //	runErr := mgr.Start(ctx)
-//	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-//	if err := tel.Shutdown(shutdownCtx); err != nil {
-//		setupLog.Error(err, "flushing telemetry")
+//	if err := tel.Shutdown(context.Background()); err != nil { // bounded: 5s by default
+//		setupLog.Error(err, "unable to flush telemetry")
 //	}
-//	cancel()
+//	if runErr != nil {
+//		setupLog.Error(runErr, "problem running manager")
+//		os.Exit(1)
+//	}
 //
-// docs/sdk.md in the repository has the whole main.go, every option and variable, and the
-// Downward API snippet.
+// Point it at the collector with OTEL_EXPORTER_OTLP_ENDPOINT: port 4318 for the default
+// protocol, http/protobuf, or port 4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc. docs/sdk.md in
+// the repository has the whole main.go, every option and variable, and the Downward API
+// snippet.
 //
 // # What Start sets up
 //
@@ -28,7 +33,7 @@
 // k8s.node.name from the Downward API variables POD_NAME, POD_NAMESPACE, POD_UID and
 // NODE_NAME. OTEL_RESOURCE_ATTRIBUTES is merged in.
 //
-// A tracer provider exporting over OTLP (gRPC by default, or http/protobuf). Its span
+// A tracer provider exporting over OTLP (http/protobuf by default, or gRPC). Its span
 // processor is this package's own bounded batcher: ending a span never blocks, the queue
 // never grows past WithQueueSize, and every span is counted either as exported or as dropped
 // (see below).
@@ -70,6 +75,12 @@
 //
 // (watchtower_telemetry_dropped_total and watchtower_telemetry_exported_total on /metrics).
 // The exported span count is exact: it equals the number of spans the exporter accepted.
+//
+// Failed exports are logged to the operator's logger (controller-runtime's, or WithLogger's),
+// at most once per distinct error per 30s with a count of the repeats, never to stderr. Start
+// also logs a warning when an endpoint's port is the other protocol's (4317 is gRPC, 4318 is
+// HTTP): every export would fail. Shutdown is bounded, 5s by default (WithShutdownTimeout),
+// whatever the collector does.
 //
 // Tests use WithSpanExporter and WithMetricExporter with in-memory exporters, and
 // WithPrometheusRegisterer(prometheus.NewRegistry()) so that they do not share

@@ -2,10 +2,14 @@ package sdk_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -89,9 +93,10 @@ func Example_prometheus() {
 }
 
 // A kubebuilder cmd/main.go: start telemetry before the manager, shut it down after the
-// manager returns. The manager's metrics server (":8080" here) then serves the OpenTelemetry
-// metrics next to controller-runtime's own, and both are pushed over OTLP to the endpoint in
-// OTEL_EXPORTER_OTLP_ENDPOINT.
+// manager returns and before os.Exit. The manager's metrics server (":8080" here) then serves
+// the OpenTelemetry metrics next to controller-runtime's own, and both are pushed over OTLP to
+// the endpoint in OTEL_EXPORTER_OTLP_ENDPOINT (port 4318 for the default http/protobuf, 4317
+// with OTEL_EXPORTER_OTLP_PROTOCOL=grpc).
 func Example_kubebuilderMain() {
 	setupLog := ctrl.Log.WithName("setup")
 	ctx := ctrl.SetupSignalHandler()
@@ -116,17 +121,88 @@ func Example_kubebuilderMain() {
 
 	runErr := mgr.Start(ctx)
 
-	// ctx is cancelled by now (that is why the manager returned): give the final flush a
-	// fresh, bounded one, so a missing collector delays the pod's exit by at most 10s.
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := tel.Shutdown(shutdownCtx); err != nil {
-		setupLog.Error(err, "flushing telemetry")
+	// Not deferred: os.Exit below would skip it. ctx is cancelled by now (that is why the
+	// manager returned), hence a fresh one; Shutdown bounds it (5s by default), so a missing
+	// collector cannot hold the pod past its termination grace period.
+	if err := tel.Shutdown(context.Background()); err != nil {
+		setupLog.Error(err, "unable to flush telemetry")
 	}
-	cancel()
 	if runErr != nil {
 		setupLog.Error(runErr, "problem running the manager")
 		os.Exit(1)
 	}
+}
+
+// WithLogger sends the SDK's own messages to the operator's logger (funcr printing to stdout
+// here; controller-runtime's logger by default). Here the endpoint has the OTLP/gRPC port while
+// the protocol is the default http/protobuf, so Start warns, once, with the fix.
+func ExampleWithLogger() {
+	logger := funcr.New(func(_, args string) { fmt.Println(args) }, funcr.Options{})
+	tel, err := sdk.Start(context.Background(),
+		sdk.WithLogger(logger),
+		sdk.WithEndpoint("http://otelcol-watchtower.observability:4317"),
+		sdk.WithoutGlobal(),
+		sdk.WithMetricExporter(discard{}),
+		sdk.WithPrometheusRegisterer(prometheus.NewRegistry()),
+		sdk.WithPrometheusGatherer(nil),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_ = tel.Shutdown(context.Background()) // nothing was recorded: nothing is sent
+	// Output:
+	// "level"=0 "msg"="OTLP endpoint port does not match the protocol: every export will fail and be counted as dropped" "signals"="traces" "endpoint"="http://otelcol-watchtower.observability:4317" "endpointFrom"="WithEndpoint" "protocol"="http/protobuf" "protocolFrom"="default" "fix"="4317 is the OTLP/gRPC port: use port 4318 in WithEndpoint for http/protobuf, or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc"
+}
+
+// Shutdown(context.Background()) is bounded even when the collector accepts connections and
+// never answers: here by one second instead of the default five.
+func ExampleWithShutdownTimeout() {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer lis.Close()
+	go func() {
+		var held []net.Conn // held open, never answered
+		defer func() {
+			for _, c := range held {
+				_ = c.Close()
+			}
+		}()
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, conn)
+		}
+	}()
+
+	ctx := context.Background()
+	tel, err := sdk.Start(ctx,
+		sdk.WithEndpoint("http://"+lis.Addr().String()),
+		sdk.WithShutdownTimeout(time.Second),
+		sdk.WithLogger(logr.Discard()),
+		sdk.WithoutGlobal(),
+		sdk.WithPrometheusRegisterer(prometheus.NewRegistry()),
+		sdk.WithPrometheusGatherer(nil),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, span := tel.TracerProvider().Tracer("example").Start(ctx, semconv.ReconcileSpanName("memcached"))
+	span.End()
+
+	start := time.Now()
+	err = tel.Shutdown(ctx)
+	fmt.Println("returned within the bound:", time.Since(start) < 3*time.Second)
+	fmt.Println("gave up at the deadline:", errors.Is(err, context.DeadlineExceeded))
+	// Output:
+	// returned within the bound: true
+	// gave up at the deadline: true
 }
 
 // discard is a metric exporter that drops everything. Real programs keep the default OTLP

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,8 @@ type Telemetry struct {
 	flush    func(context.Context) error
 	shutdown func(context.Context) error
 
+	shutdownTimeout time.Duration // applied when Shutdown's ctx has no deadline
+
 	shutdownStarted atomic.Bool
 	shutdownDone    chan struct{}
 	shutdownErr     error // written before shutdownDone is closed
@@ -61,11 +64,19 @@ func (t *Telemetry) ForceFlush(ctx context.Context) error {
 
 // Shutdown flushes the spans, then the metrics (so that the final span counts are included),
 // stops the exporters and releases the Prometheus registerer. It returns when done or when ctx
-// is, whichever comes first, with every error joined; with the collector unreachable it
-// returns at ctx's deadline, counting what it could not send as dropped. It is idempotent:
-// later calls return the first call's result (waiting for it, within their own ctx).
+// is, whichever comes first, with every error joined; with the collector unreachable or not
+// answering it returns at ctx's deadline, counting what it could not send as dropped. A ctx
+// without a deadline gets one, 5s away unless WithShutdownTimeout says otherwise, so that
+// Shutdown(context.Background()) in a main.go cannot outlast the pod's termination grace
+// period. It is idempotent: later calls return the first call's result (waiting for it,
+// within their own ctx).
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	if t.shutdownStarted.CompareAndSwap(false, true) {
+		if _, ok := ctx.Deadline(); false && !ok && t.shutdownTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, t.shutdownTimeout)
+			defer cancel()
+		}
 		t.shutdownErr = t.shutdown(ctx)
 		close(t.shutdownDone)
 		return t.shutdownErr
@@ -92,8 +103,9 @@ func noopTelemetry() *Telemetry {
 // Start sets up OpenTelemetry for the process: the resource, a tracer provider exporting over
 // OTLP through a bounded queue, and a meter provider that pushes over OTLP (with
 // controller-runtime's Prometheus metrics bridged in) and serves on controller-runtime's
-// Prometheus registry. Unless WithoutGlobal is given, it installs both providers and the W3C
-// tracecontext+baggage propagator as OpenTelemetry's globals.
+// Prometheus registry. Unless WithoutGlobal is given, it installs both providers, the W3C
+// tracecontext+baggage propagator and an error handler that logs to WithLogger's logger as
+// OpenTelemetry's globals.
 //
 // Options win over environment variables. Invalid configuration, in options or in the
 // environment, is reported all at once, each problem naming the option or variable and its
@@ -112,6 +124,9 @@ func Start(ctx context.Context, opts ...Option) (*Telemetry, error) {
 }
 
 func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
+	warnEndpointPorts(s.logger, s)
+	errLog := newErrorLog(s.logger)
+
 	res, err := newResource(ctx, s)
 	if err != nil {
 		return nil, err
@@ -186,7 +201,7 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 	}
 	counting.counters.Store(self)
 
-	bsp := newBoundedBatchProcessor(spanExp, self, s)
+	bsp := newBoundedBatchProcessor(spanExp, self, errLog, s)
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithResource(res),
 		sdktrace.WithSampler(s.sampler),
@@ -198,6 +213,9 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 		otel.SetMeterProvider(mp)
 		otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
 			propagation.TraceContext{}, propagation.Baggage{}))
+		// The OpenTelemetry SDK reports failed exports (the periodic metric push, the OTLP
+		// exporters) only there; its default writes every one of them to stderr.
+		otel.SetErrorHandler(errLog)
 	}
 
 	return &Telemetry{
@@ -225,7 +243,8 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 			}
 			return errors.Join(errs...)
 		},
-		shutdownDone: make(chan struct{}),
+		shutdownTimeout: s.shutdownTimeout,
+		shutdownDone:    make(chan struct{}),
 	}, nil
 }
 

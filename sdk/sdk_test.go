@@ -150,11 +150,12 @@ func TestResourceDefaults(t *testing.T) {
 
 func TestGlobals(t *testing.T) {
 	clearEnv(t)
-	prevTP, prevMP, prevProp := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator()
+	prevTP, prevMP, prevProp, prevEH := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator(), otel.GetErrorHandler()
 	t.Cleanup(func() {
 		otel.SetTracerProvider(prevTP)
 		otel.SetMeterProvider(prevMP)
 		otel.SetTextMapPropagator(prevProp)
+		otel.SetErrorHandler(prevEH)
 	})
 	reg := prometheus.NewRegistry()
 	tel, err := Start(context.Background(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg),

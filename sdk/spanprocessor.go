@@ -28,6 +28,7 @@ import (
 type boundedBatchProcessor struct {
 	exporter      sdktrace.SpanExporter
 	metrics       *selfMetrics
+	errors        otel.ErrorHandler // failed exports, rate limited into the operator's log
 	maxBatch      int
 	batchTimeout  time.Duration
 	exportTimeout time.Duration
@@ -56,11 +57,12 @@ type flushRequest struct {
 	done chan error // buffered: the worker never waits for the flusher
 }
 
-func newBoundedBatchProcessor(exp sdktrace.SpanExporter, m *selfMetrics, s *settings) *boundedBatchProcessor {
+func newBoundedBatchProcessor(exp sdktrace.SpanExporter, m *selfMetrics, errs otel.ErrorHandler, s *settings) *boundedBatchProcessor {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &boundedBatchProcessor{
 		exporter:      exp,
 		metrics:       m,
+		errors:        errs,
 		maxBatch:      s.maxBatch,
 		batchTimeout:  s.batchTimeout,
 		exportTimeout: s.exportTimeout,
@@ -212,9 +214,11 @@ func (p *boundedBatchProcessor) export(parent context.Context, batch []sdktrace.
 	n := int64(len(batch))
 	if err := p.exporter.ExportSpans(ctx, batch); err != nil {
 		p.metrics.dropped.Add(context.Background(), n, p.metrics.tracesExportFailed)
-		err = fmt.Errorf("sdk: exporting %d span(s): %w", n, err)
-		otel.Handle(err)
-		return err
+		// Reported to this Telemetry's handler, not otel.Handle, so that it reaches the
+		// operator's log with WithoutGlobal too. The count stays out of the reported message:
+		// the handler rate limits per distinct message, and every batch size would be one.
+		p.errors.Handle(fmt.Errorf("sdk: exporting spans: %w", err))
+		return fmt.Errorf("sdk: exporting %d span(s): %w", n, err)
 	}
 	p.metrics.exported.Add(context.Background(), n, p.metrics.tracesExported)
 	return nil

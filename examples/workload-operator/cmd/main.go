@@ -58,7 +58,6 @@ func main() {
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	tel := sdk.MustStart(context.Background(), sdk.WithServiceName("workload-operator")) // GoWatchtower
-	defer tel.Shutdown(context.Background())                                             // GoWatchtower
 
 	// As in kubebuilder's scaffold: HTTP/2 stays off unless asked for, because of the HTTP/2
 	// Stream Cancellation and Rapid Reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).
@@ -113,8 +112,14 @@ func main() {
 	}
 
 	setupLog.Info("starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
-		setupLog.Error(err, "problem running manager")
+	runErr := mgr.Start(ctrl.SetupSignalHandler())
+	// Not deferred: os.Exit skips deferred calls. Shutdown is bounded (5s by default), within
+	// the pod's termination grace period, whatever the collector does.
+	if err := tel.Shutdown(context.Background()); err != nil { // GoWatchtower
+		setupLog.Error(err, "unable to flush telemetry")
+	}
+	if runErr != nil {
+		setupLog.Error(runErr, "problem running manager")
 		os.Exit(1)
 	}
 }
