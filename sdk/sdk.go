@@ -72,7 +72,7 @@ func (t *Telemetry) ForceFlush(ctx context.Context) error {
 // within their own ctx).
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	if t.shutdownStarted.CompareAndSwap(false, true) {
-		if _, ok := ctx.Deadline(); false && !ok && t.shutdownTimeout > 0 {
+		if _, ok := ctx.Deadline(); !ok && t.shutdownTimeout > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, t.shutdownTimeout)
 			defer cancel()

@@ -96,6 +96,12 @@ func (o Orphan) String() string { return fmt.Sprintf("pid %d: %s", o.Pid, o.Cmdl
 // starts anything.
 func ReapProcesses() []Orphan {
 	var out []Orphan
+	// A component with a death signal is already on its way out when its owner is gone: give
+	// such processes a moment, so that only what would really have outlived its test is killed
+	// and reported.
+	for deadline := time.Now().Add(time.Second); len(orphans()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	// Repeat: a dying shell may have started a child between two scans.
 	for round := 0; round < 50; round++ {
 		found := orphans()
