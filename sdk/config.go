@@ -321,7 +321,7 @@ type settings struct {
 	promRegisterer  prometheus.Registerer
 	promGatherer    prometheus.Gatherer
 	noGlobal        bool
-	logger          logr.Logger
+	logger          *logr.Logger // nil: controller-runtime's, see log
 	shutdownTimeout time.Duration
 	spanExporter    sdktrace.SpanExporter
 	metricExporter  sdkmetric.Exporter
@@ -450,17 +450,24 @@ func newSettings(getenv func(string) string, opts []Option) (*settings, error) {
 	s.noGlobal = c.noGlobal
 	s.extraReaders = c.extraReaders
 	s.shutdownTimeout = cmpOr(c.shutdownTimeout, defaultShutdownTimeout)
-	// controller-runtime's root logger delegates to whatever ctrl.SetLogger installs, even later,
-	// so that an operator's own logger is the default without an option.
-	s.logger = ctrllog.Log.WithName("telemetry")
-	if c.logger != nil {
-		s.logger = *c.logger
-	}
+	s.logger = c.logger
 
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return s, nil
+}
+
+// log is where the SDK reports on itself: WithLogger's logger, else controller-runtime's root
+// logger, which delegates to whatever ctrl.SetLogger installs (even later), so that the
+// operator's own logger is the default without an option. The default is only touched when
+// there is something to log: controller-runtime prints a notice to stderr when its logger is
+// used in a process that never called ctrl.SetLogger.
+func (s *settings) log() logr.Logger {
+	if s.logger != nil {
+		return *s.logger
+	}
+	return ctrllog.Log.WithName("telemetry")
 }
 
 func cmpOr(d, def time.Duration) time.Duration {

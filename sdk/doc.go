@@ -77,7 +77,8 @@
 // The exported span count is exact: it equals the number of spans the exporter accepted.
 //
 // Failed exports are logged to the operator's logger (controller-runtime's, or WithLogger's),
-// at most once per distinct error per 30s with a count of the repeats, never to stderr. Start
+// at most once per distinct error per 30s with a count of the repeats, instead of to stderr
+// (WithoutGlobal leaves OpenTelemetry's global error handler to the process, though). Start
 // also logs a warning when an endpoint's port is the other protocol's (4317 is gRPC, 4318 is
 // HTTP): every export would fail. Shutdown is bounded, 5s by default (WithShutdownTimeout),
 // whatever the collector does.

@@ -17,7 +17,7 @@ import (
 // such a configuration (a collector may listen anywhere), but with a collector on the
 // well-known ports every export fails, and the only symptom would otherwise be missing data
 // and a rising dropped counter. Traces and metrics configured alike share one line.
-func warnEndpointPorts(log logr.Logger, s *settings) {
+func warnEndpointPorts(s *settings) {
 	type mismatch struct {
 		o       otlpSettings
 		signals []string
@@ -43,7 +43,7 @@ func warnEndpointPorts(log logr.Logger, s *settings) {
 		check("metrics", s.metrics)
 	}
 	for _, m := range found {
-		log.Info("OTLP endpoint port does not match the protocol: every export will fail and be counted as dropped",
+		s.log().Info("OTLP endpoint port does not match the protocol: every export will fail and be counted as dropped",
 			"signals", strings.Join(m.signals, ","),
 			"endpoint", redactURL(m.o.effectiveEndpoint), "endpointFrom", m.o.endpointFrom,
 			"protocol", m.o.protocol, "protocolFrom", m.o.protocolFrom,
@@ -106,7 +106,7 @@ const (
 // repeats within the window are counted, and the count is logged with the next line for that
 // message (or on its own once the window is over and another error comes).
 type errorLog struct {
-	log    logr.Logger
+	log    func() logr.Logger // called only when a line is written
 	window time.Duration
 	now    func() time.Time // time.Now; a fake clock in tests
 
@@ -120,7 +120,7 @@ type errorWindow struct {
 	suppressed int       // repeats since then
 }
 
-func newErrorLog(log logr.Logger) *errorLog {
+func newErrorLog(log func() logr.Logger) *errorLog {
 	return &errorLog{log: log, window: errorLogWindow, now: time.Now, windows: map[string]*errorWindow{}}
 }
 
@@ -179,7 +179,7 @@ func (h *errorLog) Handle(err error) {
 	// Logged outside the lock: a logger that reports its own failures to OpenTelemetry must
 	// not deadlock.
 	for _, l := range lines {
-		h.log.Error(l.err, l.msg, l.kvs...)
+		h.log().Error(l.err, l.msg, l.kvs...)
 	}
 }
 

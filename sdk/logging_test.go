@@ -106,7 +106,7 @@ func TestPortMismatchWarning(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sink := &captureSink{}
-			warnEndpointPorts(logr.New(sink), mustSettings(t, tc.env, tc.opts...))
+			warnEndpointPorts(mustSettings(t, tc.env, append(tc.opts, WithLogger(logr.New(sink)))...))
 			lines := sink.take()
 			if len(lines) != len(tc.want) {
 				t.Fatalf("logged %d lines %v; want %d", len(lines), lines, len(tc.want))
@@ -129,7 +129,7 @@ func TestPortMismatchWarning(t *testing.T) {
 
 func TestPortMismatchWarningHidesPassword(t *testing.T) {
 	sink := &captureSink{}
-	warnEndpointPorts(logr.New(sink), mustSettings(t, envMap("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:s3cr3t@collector:4317")))
+	warnEndpointPorts(mustSettings(t, envMap("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:s3cr3t@collector:4317"), WithLogger(logr.New(sink))))
 	if lines := sink.take(); len(lines) != 1 || strings.Contains(lines[0].String(), "s3cr3t") {
 		t.Errorf("lines = %v; want one, without the password", lines)
 	}
@@ -150,7 +150,7 @@ func TestStartWarnsAboutPort(t *testing.T) {
 
 func TestDefaultLoggerIsControllerRuntimes(t *testing.T) {
 	s := mustSettings(t, envMap())
-	if got, want := reflect.TypeOf(s.logger.GetSink()), reflect.TypeOf(ctrllog.Log.GetSink()); got != want {
+	if got, want := reflect.TypeOf(s.log().GetSink()), reflect.TypeOf(ctrllog.Log.GetSink()); got != want {
 		t.Errorf("default logger sink = %v; want controller-runtime's %v", got, want)
 	}
 }
@@ -158,7 +158,7 @@ func TestDefaultLoggerIsControllerRuntimes(t *testing.T) {
 func TestErrorLogRateLimits(t *testing.T) {
 	sink := &captureSink{}
 	now := time.Unix(1_700_000_000, 0)
-	h := newErrorLog(logr.New(sink))
+	h := newErrorLog(func() logr.Logger { return logr.New(sink) })
 	h.now = func() time.Time { return now }
 	errA, errB, errC := errors.New("export failed: connection refused"), errors.New("other"), errors.New("third")
 	expect := func(step string, want ...string) {

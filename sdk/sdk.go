@@ -124,8 +124,8 @@ func Start(ctx context.Context, opts ...Option) (*Telemetry, error) {
 }
 
 func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
-	warnEndpointPorts(s.logger, s)
-	errLog := newErrorLog(s.logger)
+	warnEndpointPorts(s)
+	errLog := newErrorLog(s.log)
 
 	res, err := newResource(ctx, s)
 	if err != nil {

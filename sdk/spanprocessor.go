@@ -28,7 +28,7 @@ import (
 type boundedBatchProcessor struct {
 	exporter      sdktrace.SpanExporter
 	metrics       *selfMetrics
-	errors        otel.ErrorHandler // failed exports, rate limited into the operator's log
+	errHandler    otel.ErrorHandler // failed exports, rate limited into the operator's log
 	maxBatch      int
 	batchTimeout  time.Duration
 	exportTimeout time.Duration
@@ -62,7 +62,7 @@ func newBoundedBatchProcessor(exp sdktrace.SpanExporter, m *selfMetrics, errs ot
 	p := &boundedBatchProcessor{
 		exporter:      exp,
 		metrics:       m,
-		errors:        errs,
+		errHandler:    errs,
 		maxBatch:      s.maxBatch,
 		batchTimeout:  s.batchTimeout,
 		exportTimeout: s.exportTimeout,
@@ -217,7 +217,7 @@ func (p *boundedBatchProcessor) export(parent context.Context, batch []sdktrace.
 		// Reported to this Telemetry's handler, not otel.Handle, so that it reaches the
 		// operator's log with WithoutGlobal too. The count stays out of the reported message:
 		// the handler rate limits per distinct message, and every batch size would be one.
-		p.errors.Handle(fmt.Errorf("sdk: exporting spans: %w", err))
+		p.errHandler.Handle(fmt.Errorf("sdk: exporting spans: %w", err))
 		return fmt.Errorf("sdk: exporting %d span(s): %w", n, err)
 	}
 	p.metrics.exported.Add(context.Background(), n, p.metrics.tracesExported)
