@@ -131,8 +131,8 @@ func TestCollectorComponentsMatchManifest(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &manifest); err != nil {
 		t.Fatalf("builder-config.yaml: %v", err)
 	}
-	if manifest.Dist.Name != "otelcol-watchtower" || manifest.Dist.Module != "github.com/gowatchtower/watchtower/otelcol-watchtower" || manifest.Dist.BuildTags != "grpcnotrace,remove_all_sd" {
-		t.Errorf("builder-config.yaml dist = %+v, want name otelcol-watchtower, its module path, and tags grpcnotrace,remove_all_sd", manifest.Dist)
+	if manifest.Dist.Name != "otelcol-watchtower" || manifest.Dist.Module != "github.com/gowatchtower/watchtower/otelcol-watchtower" || manifest.Dist.BuildTags != "grpcnotrace,remove_all_sd,timetzdata" {
+		t.Errorf("builder-config.yaml dist = %+v, want name otelcol-watchtower, its module path, and tags grpcnotrace,remove_all_sd,timetzdata", manifest.Dist)
 	}
 
 	out, err := exec.Command(build.Path, "components").Output()

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,7 +46,7 @@ func specs(repo, version string) []spec {
 				Dir: filepath.Join(repo, "otelcol-watchtower"), Package: ".",
 				// The tags it is always built with (builder-config.yaml), and the version the
 				// image is tagged with rather than one from git: see hack/otelcol.sh.
-				Tags:    append(collectorTags(repo), tzdataTag),
+				Tags:    withTag(collectorTags(repo), tzdataTag),
 				LDFlags: []string{"-X main.version=" + version},
 			},
 			Binary: "/otelcol-watchtower",
@@ -375,4 +376,12 @@ func buildImage(s spec, m meta, plats []v1.Platform, out, toolsDir, caBundle str
 		return result{}, err
 	}
 	return result{Name: name, Digest: digest, Written: written, Sizes: sizes}, nil
+}
+
+// withTag adds tag to tags unless it is there (builder-config.yaml already has timetzdata).
+func withTag(tags []string, tag string) []string {
+	if slices.Contains(tags, tag) {
+		return tags
+	}
+	return append(tags, tag)
 }
