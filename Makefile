@@ -21,6 +21,9 @@ MODULES := . integration deploy/dashboards/gen hack/images
 
 GO_TEST_FLAGS ?=
 INTEGRATION_TIMEOUT ?= 40m
+# The integration tests marked t.Parallel mostly wait on their components (scrapes, sampling
+# decisions, alerts): four at a time on two cores. The cluster tests stay sequential.
+INTEGRATION_PARALLEL ?= 4
 # A failing test keeps its components' logs here (t.ArtifactDir); the test output names the folder.
 TEST_OUTPUT := $(CURDIR)/bin/test-output
 ARTIFACTS := -artifacts -outputdir $(TEST_OUTPUT)
@@ -64,7 +67,7 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 test-integration: IMAGE_PLATFORMS = linux/$(shell go env GOARCH)
 test-integration: tools otelcol images ## tests against the real components started by integration/harness
 	@mkdir -p $(TEST_OUTPUT)
-	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(ARTIFACTS) $(GO_TEST_FLAGS) .) || rc=$$?; \
+	@rc=0; (cd integration && go test -count=1 -v -timeout $(INTEGRATION_TIMEOUT) -parallel $(INTEGRATION_PARALLEL) $(ARTIFACTS) $(GO_TEST_FLAGS) .) || rc=$$?; \
 	  hack/reap.sh || rc=1; \
 	  exit $$rc
 

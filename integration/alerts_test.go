@@ -351,6 +351,7 @@ func containsAll(s string, subs []string) bool {
 // alert reaches Slack (#oncall), Teams and the generic webhook, each in its own format and
 // rendered with watchtower.tmpl; a warning reaches Slack (#platform-alerts) and Teams only.
 func TestAlertmanagerExampleRoutesToSlackTeamsAndWebhook(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	srv := newCaptureServer(t)
 	dir := t.TempDir()
 	cfg := amExampleConfig(t, dir, map[string]string{

@@ -26,6 +26,7 @@ const (
 )
 
 func TestCollectorGatewayEndToEnd(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	kafka := harness.StartKafka(t)
 	jaeger := harness.StartJaeger(t)
 	const spansTopic, metricsTopic, partitions = "watchtower-e2e-spans", "watchtower-e2e-metrics", 4

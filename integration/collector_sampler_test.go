@@ -16,6 +16,7 @@ import (
 )
 
 func TestCollectorSamplerTier(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	kafka := harness.StartKafka(t)
 	jaeger := harness.StartJaeger(t)
 	const spansTopic, partitions = "watchtower-sampler-spans", 6

@@ -13,6 +13,7 @@ import (
 )
 
 func TestCollectorTelemetrygenSpansReachKafka(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	tools := harness.MustTools(t)
 	telemetrygen := tools.Path(t, "telemetrygen", "TELEMETRYGEN_VERSION", "telemetrygen")
 	kafka := harness.StartKafka(t)

@@ -327,6 +327,7 @@ func hasAlert(alerts []string, name string) bool {
 //   - every query of every panel of both dashboards returns data from this Prometheus, the
 //     operator dashboard on both paths, as do the variables' queries.
 func TestDashboardsAndAlertsLive(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	start := time.Now()
 	kube, c := startKubeWithWorkloadCRD(t)
 	kafka := harness.StartKafka(t)

@@ -31,11 +31,15 @@ type demoProcess struct {
 	lines   chan string
 }
 
+// demoBinDir holds the demo binary built once for the test binary; TestMain removes it.
+var demoBinDir string
+
 var demoBin = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "watchtower-demo-bin-")
 	if err != nil {
 		return "", err
 	}
+	demoBinDir = dir
 	bin := filepath.Join(dir, "watchtower-demo")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/demo").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build the demo: %v\n%s", err, out)
@@ -173,6 +177,7 @@ func (d *demoProcess) noLeftovers(t *testing.T, within time.Duration) {
 // the wire request; the operator's log line of that reconcile carrying its trace ID; failed
 // reconciles; reconciles per second by result from Prometheus; and Ctrl-C stopping everything.
 func TestDemo(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	d := startDemo(t)
 	start := time.Now()
 	d.waitLine(t, "] ready", 3*time.Minute)
@@ -276,6 +281,7 @@ func TestDemo(t *testing.T) {
 // A Ctrl-C while the demo is still starting stops what has started, at once; a second one
 // stops it immediately. Either way nothing it started is left.
 func TestDemoInterruptedWhileStarting(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	for _, presses := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d Ctrl-C", presses), func(t *testing.T) {
 			d := startDemo(t)

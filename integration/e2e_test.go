@@ -80,6 +80,7 @@ func readSpans(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic st
 // goes through otelcol-watchtower (gateway.yaml) to Kafka (everything), Prometheus (metrics)
 // and Jaeger (only the slow and failed reconciles).
 func TestEndToEnd(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	const slowThreshold = 1000 * time.Millisecond
 	kube, c := startKubeWithWorkloadCRD(t)
 	kafka := harness.StartKafka(t)

@@ -80,6 +80,7 @@ func startKubeWithWorkloadCRD(t *testing.T, opts ...harness.KubeOption) (*harnes
 // TestWorkloadValidationRejectsBadSpecs: the API server itself rejects bad Workloads through
 // the CRD's OpenAPI schema, with a message naming the field.
 func TestWorkloadValidationRejectsBadSpecs(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	_, c := startKubeWithWorkloadCRD(t)
 	ctx := ctxTimeout(t, time.Minute)
 	for name, tc := range map[string]struct {
@@ -135,6 +136,7 @@ func startOperator(t *testing.T, kube *harness.Kube, env ...string) (metricsURL 
 // server and checks its effects a user would check with kubectl: Deployments (and a Service for
 // nginx), status conditions, observedGeneration, Events, and cleanup through the finalizer.
 func TestExampleOperatorReconcilesWorkloads(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	kube, c := startKubeWithWorkloadCRD(t)
 	// No collector in this test: the SDK must not block or crash the operator for it.
 	metricsURL, op := startOperator(t, kube, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+harness.Loopback(harness.FreePort(t)), "OTEL_METRIC_EXPORT_INTERVAL=1000")

@@ -735,6 +735,7 @@ func TestHelmChartRejectsWrongValues(t *testing.T) {
 // validation); then the chart is installed, upgraded and uninstalled with helm itself, and a
 // wrong value fails the install.
 func TestHelmChartOnAPIServer(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	tools := harness.MustTools(t)
 	h := newHelm(t)
 	kube := harness.StartKube(t, harness.WithCRDs(filepath.Join(tools.RepoRoot, "deploy", "crds")))
@@ -883,6 +884,7 @@ func sortedCounts(m map[string]int) []string {
 // discovery only works in a cluster, with the in-cluster configuration, so it is not exercised
 // here; it lists and watches pods too.)
 func TestHelmChartAgentRBACSufficesForK8sAttributes(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	tools := harness.MustTools(t)
 	h := newHelm(t)
 	kube := harness.StartKube(t)

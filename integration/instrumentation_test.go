@@ -74,6 +74,7 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 // started with --tracing-config-file, and checks what a user would look for in the traces and
 // metrics.
 func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	apiserverSpans := harness.NewOTLPSink(t)
 	tracingConfig := filepath.Join(t.TempDir(), "tracing.yaml")
 	// samplingRatePerMillion unset: the API server samples nothing on its own and follows the

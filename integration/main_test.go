@@ -14,5 +14,9 @@ func TestMain(m *testing.M) {
 	// printed by the harness when a test fails. Without a logger controller-runtime prints a
 	// stack trace warning into the test output.
 	ctrllog.SetLogger(logr.Discard())
-	os.Exit(m.Run())
+	code := m.Run()
+	if demoBinDir != "" {
+		os.RemoveAll(demoBinDir)
+	}
+	os.Exit(code)
 }

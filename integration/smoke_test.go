@@ -39,6 +39,7 @@ func smokeOK(t *testing.T, component, versionKey, format string, args ...any) {
 }
 
 func TestSmokeKubeAPIServer(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	start := time.Now()
 	kube := harness.StartKube(t)
 	started := time.Since(start)
@@ -81,6 +82,7 @@ func TestSmokeKubeAPIServer(t *testing.T) {
 }
 
 func TestSmokeKafka(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	start := time.Now()
 	kafka := harness.StartKafka(t)
 	started := time.Since(start)
@@ -129,6 +131,7 @@ func TestSmokeKafka(t *testing.T) {
 }
 
 func TestSmokePrometheus(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		fmt.Fprint(w, "# HELP watchtower_smoke_value A value the smoke test serves.\n# TYPE watchtower_smoke_value gauge\nwatchtower_smoke_value{kind=\"answer\"} 42\n")
@@ -158,6 +161,7 @@ func TestSmokePrometheus(t *testing.T) {
 }
 
 func TestSmokeJaeger(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	jaeger := harness.StartJaeger(t)
 	ctx := ctxTimeout(t, time.Minute)
 
@@ -217,6 +221,7 @@ func TestSmokeJaeger(t *testing.T) {
 }
 
 func TestSmokeAlertmanager(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	sink := harness.NewWebhookSink(t)
 	am := harness.StartAlertmanager(t, sink.URL)
 	ctx := ctxTimeout(t, time.Minute)

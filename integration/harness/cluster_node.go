@@ -303,8 +303,12 @@ func removeCluster(dir string, sysctls map[string]string) []error {
 		}
 		add("remove cgroup", err)
 	}
+	// The veth usually goes with the node's network namespace, which the kernel frees
+	// asynchronously once it is unmounted: it may vanish between the check and the delete.
 	if _, err := os.Stat("/sys/class/net/" + vethName(name)); err == nil {
-		add("veth", run("ip", "link", "del", vethName(name)))
+		if err := run("ip", "link", "del", vethName(name)); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			add("veth", err)
+		}
 	}
 	for _, k := range hostSysctls {
 		if v, ok := sysctls[k]; ok {
