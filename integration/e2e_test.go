@@ -187,8 +187,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil || len(exported) != 1 || exported[0].Value <= 0 {
 		t.Fatalf("the operator's exported-span counter in Prometheus: %v %v", exported, err)
 	}
-	var exportedSpans int
-	exportedSpans = int(exported[0].Value)
+	exportedSpans := int(exported[0].Value)
 
 	// Kafka holds every span the operator exported — exactly — as OTLP protobuf, each trace in
 	// one partition.
