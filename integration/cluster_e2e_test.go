@@ -32,6 +32,9 @@ const (
 // pod's Kubernetes metadata) and the gateway to Kafka, Prometheus and Jaeger; then helm upgrade
 // and uninstall.
 func TestClusterEndToEnd(t *testing.T) {
+	// Beside the other parallel tests: it is the only one with a cluster among them (the
+	// sequential TestClusterNode and TestClusterReapedAfterKill have finished theirs).
+	t.Parallel()
 	tools := harness.MustTools(t)
 	root := tools.RepoRoot
 	images := harness.ImageArchives(t, harness.WatchtowerImages...)
