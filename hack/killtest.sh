@@ -47,13 +47,14 @@ before=$(leftovers)
 if [ -n "$before" ]; then
   echo "killtest: the machine is not clean before the first round:"; echo "$before"; exit 2
 fi
-# Warm up once so that the rounds spend their time in the tests, not in building tools.
-make -s tools otelcol images >/dev/null || exit 2
+# Warm up once, as test-integration builds (images for this machine only), so that the rounds
+# spend their time in the tests, not in building.
+make -s tools otelcol >/dev/null && make -s images IMAGE_PLATFORMS="linux/$(go env GOARCH)" >/dev/null || exit 2
 
 failed=0
 for round in $(seq 1 "$rounds"); do
   delay=$((20 + RANDOM % (max_delay - 20)))
-  sig=$([ $((RANDOM % 2)) -eq 0 ] && echo INT || echo KILL)
+  sig=$([ $((round % 2)) -eq 1 ] && echo KILL || echo INT) # both kinds, whatever the seed
   log=$(mktemp /tmp/killtest-round-XXXX.log)
   setsid make test-integration >"$log" 2>&1 &
   pgid=$!
@@ -61,6 +62,7 @@ for round in $(seq 1 "$rounds"); do
   running=$(grep -o '^=== RUN   [A-Za-z0-9_/]*' "$log" | tail -n 1 | cut -c11-)
   echo "killtest: round $round: SIG$sig to make's process group after ${delay}s (test running: ${running:-none yet})"
   kill -"$sig" -- -"$pgid" 2>/dev/null
+  t0=$SECONDS
   wait "$pgid" 2>/dev/null
   clean=""
   for _ in $(seq 1 120); do
@@ -73,8 +75,8 @@ for round in $(seq 1 "$rounds"); do
     failed=1
     "$repo/hack/reap.sh" >/dev/null 2>&1 # so that the next round starts clean
   else
-    reaped=$(cat /tmp/gowatchtower-reaped/*.log 2>/dev/null | grep -c '^  ' || true)
-    echo "killtest: round $round: clean (the watchdogs reaped $reaped leftover(s) of killed test binaries)"
+    echo "killtest: round $round: clean within $((${SECONDS} - t0))s; what the killed test binaries' watchdogs reaped:"
+    cat /tmp/gowatchtower-reaped/*.log 2>/dev/null | grep '^  ' | cut -c1-150 || true
   fi
   rm -f /tmp/gowatchtower-reaped/*.log "$log"
 done
