@@ -102,7 +102,10 @@ func TestClusterReapedAfterKill(t *testing.T) {
 	if shims == 0 {
 		t.Fatalf("the child's cluster runs no container shim: the test would prove nothing\n%s", strings.Join(clusterProcesses(), "\n"))
 	}
-	childOwner := fmt.Sprintf("%d:%s", cmd.Process.Pid, procStart(t, cmd.Process.Pid))
+	childOwner, err := harness.OwnerOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -234,15 +237,4 @@ func clusterProcesses() []string {
 		}
 	}
 	return out
-}
-
-func procStart(t *testing.T, pid int) string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return f[19]
 }

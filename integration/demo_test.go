@@ -74,7 +74,9 @@ func startDemo(t *testing.T) *demoProcess {
 		t.Fatal(err)
 	}
 	w.Close()
-	d.owner = fmt.Sprintf("%d:%s", d.cmd.Process.Pid, procStart(t, d.cmd.Process.Pid))
+	if d.owner, err = harness.OwnerOf(d.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
@@ -159,7 +161,10 @@ func (d *demoProcess) noLeftovers(t *testing.T, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		left := processesOwnedBy(d.owner)
+		var left []string
+		for _, p := range harness.ProcessesOwnedBy(d.owner) {
+			left = append(left, p.String())
+		}
 		left = append(left, processesMentioning(d.state)...)
 		if len(left) == 0 {
 			return
@@ -370,31 +375,6 @@ func processesMentioning(s string) []string {
 		cmdline := strings.ReplaceAll(string(b), "\x00", " ")
 		if strings.Contains(cmdline, s) {
 			out = append(out, e.Name()+": "+cmdline)
-		}
-	}
-	return out
-}
-
-// processesOwnedBy lists the live processes whose environment carries harness.OwnerEnv=owner.
-func processesOwnedBy(owner string) []string {
-	var out []string
-	want := harness.OwnerEnv + "=" + owner
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		for _, kv := range strings.Split(string(b), "\x00") {
-			if kv == want {
-				st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-				if s := string(st); strings.Contains(s, ") Z") {
-					break // a zombie holds nothing
-				}
-				cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-				out = append(out, e.Name()+": "+strings.ReplaceAll(string(cmd), "\x00", " "))
-				break
-			}
 		}
 	}
 	return out

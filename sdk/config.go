@@ -215,26 +215,14 @@ func WithPrometheusGatherer(g prometheus.Gatherer) Option {
 // WithMetricExportInterval sets how often metrics are pushed over OTLP, replacing
 // OTEL_METRIC_EXPORT_INTERVAL. The default is 10s.
 func WithMetricExportInterval(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d <= 0 {
-			c.errs = append(c.errs, fmt.Errorf("WithMetricExportInterval(%s): must be positive", d))
-			return
-		}
-		c.metricInterval = d
-	})
+	return positive("WithMetricExportInterval", d, func(c *config) { c.metricInterval = d })
 }
 
 // WithQueueSize bounds the number of ended spans waiting for export (default 2048). When the
 // queue is full, further spans are dropped and counted in watchtower.telemetry.dropped
 // instead of blocking the reconcile that ended them.
 func WithQueueSize(n int) Option {
-	return optionFunc(func(c *config) {
-		if n <= 0 {
-			c.errs = append(c.errs, fmt.Errorf("WithQueueSize(%d): must be positive", n))
-			return
-		}
-		c.queueSize = n
-	})
+	return positive("WithQueueSize", n, func(c *config) { c.queueSize = n })
 }
 
 // WithoutGlobal keeps Start from installing its providers, the W3C tracecontext+baggage
@@ -263,12 +251,18 @@ func WithLogger(l logr.Logger) Option {
 // unresponsive collector from holding the process after the manager has stopped; what is not
 // sent by then is counted as dropped. A ctx with a deadline is used as it is.
 func WithShutdownTimeout(d time.Duration) Option {
+	return positive("WithShutdownTimeout", d, func(c *config) { c.shutdownTimeout = d })
+}
+
+// positive is an option that applies set when v > 0 and otherwise reports "name(v): must be
+// positive".
+func positive[T int | time.Duration](name string, v T, set func(*config)) Option {
 	return optionFunc(func(c *config) {
-		if d <= 0 {
-			c.errs = append(c.errs, fmt.Errorf("WithShutdownTimeout(%s): must be positive", d))
+		if v <= 0 {
+			c.errs = append(c.errs, fmt.Errorf("%s(%v): must be positive", name, v))
 			return
 		}
-		c.shutdownTimeout = d
+		set(c)
 	})
 }
 

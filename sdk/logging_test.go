@@ -253,13 +253,7 @@ func TestExportErrorsGoToTheLogger(t *testing.T) {
 // otel.Handle (a failed metric push, for instance) goes to WithLogger's logger.
 func TestGlobalErrorHandler(t *testing.T) {
 	clearEnv(t)
-	prevTP, prevMP, prevProp, prevEH := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator(), otel.GetErrorHandler()
-	t.Cleanup(func() {
-		otel.SetTracerProvider(prevTP)
-		otel.SetMeterProvider(prevMP)
-		otel.SetTextMapPropagator(prevProp)
-		otel.SetErrorHandler(prevEH)
-	})
+	restoreGlobals(t)
 	sink := &captureSink{}
 	reg := prometheus.NewRegistry()
 	tel, err := Start(context.Background(), WithLogger(logr.New(sink)), WithPrometheusRegisterer(reg),

@@ -150,13 +150,7 @@ func TestResourceDefaults(t *testing.T) {
 
 func TestGlobals(t *testing.T) {
 	clearEnv(t)
-	prevTP, prevMP, prevProp, prevEH := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator(), otel.GetErrorHandler()
-	t.Cleanup(func() {
-		otel.SetTracerProvider(prevTP)
-		otel.SetMeterProvider(prevMP)
-		otel.SetTextMapPropagator(prevProp)
-		otel.SetErrorHandler(prevEH)
-	})
+	restoreGlobals(t)
 	reg := prometheus.NewRegistry()
 	tel, err := Start(context.Background(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg),
 		WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{}))
@@ -576,4 +570,15 @@ func TestFlushDeadlineLosesNothing(t *testing.T) {
 	if got := droppedTraces(rm, semconv.TelemetryDropReasonExportFailed); got != 0 {
 		t.Errorf("dropped{export_failed} = %d; want 0", got)
 	}
+}
+
+// restoreGlobals puts OpenTelemetry's globals back after a test that lets Start install its own.
+func restoreGlobals(t *testing.T) {
+	prevTP, prevMP, prevProp, prevEH := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator(), otel.GetErrorHandler()
+	t.Cleanup(func() {
+		otel.SetTracerProvider(prevTP)
+		otel.SetMeterProvider(prevMP)
+		otel.SetTextMapPropagator(prevProp)
+		otel.SetErrorHandler(prevEH)
+	})
 }

@@ -94,26 +94,15 @@ func (a *Alertmanager) PostAlert(ctx context.Context, labels, annotations map[st
 // v2 API's receivers of each alert), sorted and without duplicates.
 func (a *Alertmanager) AlertReceivers(ctx context.Context, alertname string) ([]string, error) {
 	u := a.URL + "/api/v2/alerts?" + url.Values{"filter": {fmt.Sprintf("alertname=%q", alertname)}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var alerts []struct {
 		Receivers []struct {
 			Name string `json:"name"`
 		} `json:"receivers"`
 	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("GET /api/v2/alerts: %s: %s", resp.Status, b)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&alerts); err != nil {
-		return nil, fmt.Errorf("GET /api/v2/alerts: %w", err)
+	if resp, err := getJSON(ctx, u, &alerts); err != nil {
+		return nil, err
+	} else if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /api/v2/alerts: %s", resp.Status)
 	}
 	seen := map[string]bool{}
 	var names []string

@@ -401,30 +401,20 @@ func (c *Cluster) teardown(t TB) {
 	}
 }
 
-// keepLogs copies the components' logs to the test's artifact directory (Go 1.26's
-// t.ArtifactDir, kept with -artifacts) and prints the tails that usually say why.
+// keepLogs copies the components' logs to the test's artifact directory (KeepArtifact) and
+// prints the tails that usually say why.
 func (c *Cluster) keepLogs(t TB) {
-	dst := ""
-	if a, ok := t.(interface{ ArtifactDir() string }); ok {
-		dst = filepath.Join(a.ArtifactDir(), "cluster-logs")
+	if kept := KeepArtifact(t, c.logs); kept != c.logs {
+		t.Logf("harness: the cluster's component logs are in %s", kept)
 	}
-	entries, _ := os.ReadDir(c.logs)
-	for _, e := range entries {
-		p := filepath.Join(c.logs, e.Name())
-		if dst != "" {
-			if b, err := os.ReadFile(p); err == nil {
-				_ = os.MkdirAll(dst, 0o755)
-				_ = os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644)
-			}
+	for _, name := range []string{"kubelet.log", "containerd.log", "kube-apiserver.log"} {
+		if p := filepath.Join(c.logs, name); statOK(p) {
+			t.Logf("harness: cluster %s tail:\n%s", name, tailLines(fileTail(p, 64<<10), 60))
 		}
-		if e.Name() == "kubelet.log" || e.Name() == "containerd.log" || e.Name() == "kube-apiserver.log" {
-			t.Logf("harness: cluster %s tail:\n%s", e.Name(), tailLines(fileTail(p, 64<<10), 60))
-		}
-	}
-	if dst != "" {
-		t.Logf("harness: the cluster's component logs are in %s", dst)
 	}
 }
+
+func statOK(path string) bool { _, err := os.Stat(path); return err == nil }
 
 func fileTail(path string, max int64) string {
 	p := &Process{logPath: path}

@@ -28,14 +28,10 @@ func vethName(name string) string { return name + "h" }
 // cniNetwork is the CNI network's name; libcni keeps its result cache under it.
 func cniNetwork(name string) string { return "gowatchtower-" + name }
 
-// writeClusterOwner records which test process owns the cluster (pid and start time, so a
-// reused pid does not count), for ReapClusters.
+// writeClusterOwner records which test process owns the cluster (its owner marker value, pid
+// and start time), for ReapClusters.
 func writeClusterOwner(dir string) error {
-	st, err := procStartTime(os.Getpid())
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "owner"), fmt.Appendf(nil, "%d %s\n", os.Getpid(), st), 0o644)
+	return os.WriteFile(filepath.Join(dir, "owner"), []byte(owner()+"\n"), 0o644)
 }
 
 func procStartTime(pid int) (string, error) {
@@ -234,16 +230,7 @@ func ReapClusters() []error {
 
 func clusterOwnerAlive(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, "owner"))
-	if err != nil {
-		return false
-	}
-	var pid int
-	var start string
-	if _, err := fmt.Sscan(string(b), &pid, &start); err != nil {
-		return false
-	}
-	st, err := procStartTime(pid)
-	return err == nil && st == start
+	return err == nil && ownerAlive(strings.TrimSpace(string(b)))
 }
 
 // removeCluster removes every trace of the cluster in dir from the host, whether its test

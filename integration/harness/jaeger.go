@@ -256,15 +256,6 @@ func (j *Jaeger) Get(ctx context.Context, path string, data any) error {
 
 // getJSON decodes the "data" member of a Jaeger API response.
 func (j *Jaeger) getJSON(ctx context.Context, path string, data any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.QueryURL+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
 	var body struct {
 		Data   json.RawMessage `json:"data"`
 		Errors []struct {
@@ -272,8 +263,12 @@ func (j *Jaeger) getJSON(ctx context.Context, path string, data any) (int, error
 			Msg  string `json:"msg"`
 		} `json:"errors"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return resp.StatusCode, fmt.Errorf("GET %s: %s: decode: %w", path, resp.Status, err)
+	resp, err := getJSON(ctx, j.QueryURL+path, &body)
+	if err != nil {
+		if resp != nil {
+			return resp.StatusCode, err
+		}
+		return 0, err
 	}
 	if resp.StatusCode != http.StatusOK || len(body.Errors) > 0 {
 		return resp.StatusCode, fmt.Errorf("GET %s: %s: %v", path, resp.Status, body.Errors)

@@ -29,16 +29,26 @@ var (
 	ownerToken string
 )
 
-// owner is this process's marker value, pid and start time so that a reused pid never counts.
+// owner is this process's marker value.
 func owner() string {
 	ownerOnce.Do(func() {
-		st, err := procStartTime(os.Getpid())
-		if err != nil {
-			st = "0"
+		var err error
+		if ownerToken, err = OwnerOf(os.Getpid()); err != nil {
+			ownerToken = fmt.Sprintf("%d:0", os.Getpid())
 		}
-		ownerToken = fmt.Sprintf("%d:%s", os.Getpid(), st)
 	})
 	return ownerToken
+}
+
+// OwnerOf is the OwnerEnv value the harness in process pid gives its components: the pid and
+// the process's start time, so that a reused pid never counts. Tests use it to find what a
+// child test binary or the demo started (ProcessesOwnedBy).
+func OwnerOf(pid int) (string, error) {
+	st, err := procStartTime(pid)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d:%s", pid, st), nil
 }
 
 // ownerAlive reports whether the process named by a marker value still runs.
@@ -82,7 +92,7 @@ func componentEnv(extra []string) []string {
 	return append(env, extra...)
 }
 
-// Orphan is a process whose owner is gone.
+// Orphan is a process the harness marked: one whose owner is gone, for ReapProcesses.
 type Orphan struct {
 	Pid     int
 	Cmdline string
@@ -119,6 +129,17 @@ func ReapProcesses() []Orphan {
 }
 
 func orphans() []Orphan {
+	return markedProcesses(func(token string) bool { return !ownerAlive(token) })
+}
+
+// ProcessesOwnedBy lists the live processes carrying OwnerEnv=owner (an OwnerOf value).
+func ProcessesOwnedBy(owner string) []Orphan {
+	return markedProcesses(func(token string) bool { return token == owner })
+}
+
+// markedProcesses lists the live processes (zombies excluded) whose OwnerEnv value match
+// accepts.
+func markedProcesses(match func(token string) bool) []Orphan {
 	procs, _ := filepath.Glob("/proc/[0-9]*/environ")
 	var out []Orphan
 	marker := []byte(OwnerEnv + "=")
@@ -137,7 +158,7 @@ func orphans() []Orphan {
 				token = string(v)
 			}
 		}
-		if token == "" || ownerAlive(token) {
+		if token == "" || !match(token) {
 			continue
 		}
 		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))

@@ -85,11 +85,10 @@ func TestNothingOutlivesAKilledTestBinary(t *testing.T) {
 		_ = cmd.Wait()
 		t.Fatalf("the child test did not report its components' pids:\n%s", log.String())
 	}
-	st, err := procStartTime(cmd.Process.Pid)
+	childOwner, err := OwnerOf(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	childOwner := fmt.Sprintf("%d:%s", cmd.Process.Pid, st)
 	for _, pid := range pids {
 		if got := environOf(t, pid)[OwnerEnv]; got != childOwner {
 			t.Fatalf("pid %d carries %s=%q, want the child test's %q", pid, OwnerEnv, got, childOwner)

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -133,4 +134,22 @@ func HTTPStatusOK(url string) func(ctx context.Context) error {
 		}
 		return nil
 	}
+}
+
+// getJSON GETs url and decodes its JSON body into into, whatever the status; the response
+// (closed) is returned for its status. A body that is not JSON is an error naming the status.
+func getJSON(ctx context.Context, url string, into any) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return resp, fmt.Errorf("GET %s: %s: decode: %w", url, resp.Status, err)
+	}
+	return resp, nil
 }

@@ -235,20 +235,10 @@ func tailLines(s string, n int) string {
 // path itself when the test has no artifact directory or the copy failed. Tests call it when
 // they have failed, so a passing run keeps nothing.
 func KeepArtifact(t TB, path string) string {
-	a, ok := t.(interface{ ArtifactDir() string })
-	if !ok {
-		return path
-	}
 	st, err := os.Stat(path)
-	if err != nil {
-		return path
-	}
-	dst := filepath.Join(a.ArtifactDir(), filepath.Base(path))
-	for i := 2; ; i++ { // two collectors of one test both log to otelcol-watchtower.log
-		if _, err := os.Lstat(dst); os.IsNotExist(err) {
-			break
-		}
-		dst = filepath.Join(a.ArtifactDir(), fmt.Sprintf("%d-%s", i, filepath.Base(path)))
+	dst := artifactPath(t, filepath.Base(path))
+	if err != nil || dst == "" || strings.HasPrefix(path, filepath.Dir(dst)+string(filepath.Separator)) {
+		return path // nothing to keep, nowhere to keep it, or kept there already (the demo's state)
 	}
 	if st.IsDir() {
 		err = os.CopyFS(dst, os.DirFS(path))
@@ -266,17 +256,28 @@ func KeepArtifact(t TB, path string) string {
 
 // keepText writes content as name into the test's artifact directory (see KeepArtifact).
 func keepText(t TB, name, content string) string {
-	dir, err := os.MkdirTemp("", "harness-keep-")
-	if err != nil {
+	dst := artifactPath(t, name)
+	if dst == "" {
+		return "not kept: the test has no artifact directory"
+	}
+	if err := os.WriteFile(dst, []byte(content), 0o644); err != nil {
 		return "not kept: " + err.Error()
 	}
-	defer os.RemoveAll(dir)
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		return "not kept: " + err.Error()
+	return dst
+}
+
+// artifactPath is a free path for name in the test's artifact directory, or "" when the test
+// has none (a TB without ArtifactDir).
+func artifactPath(t TB, name string) string {
+	a, ok := t.(interface{ ArtifactDir() string })
+	if !ok {
+		return ""
 	}
-	if kept := KeepArtifact(t, p); kept != p {
-		return kept
+	dst := filepath.Join(a.ArtifactDir(), name)
+	for i := 2; ; i++ { // two collectors of one test both log to otelcol-watchtower.log
+		if _, err := os.Lstat(dst); os.IsNotExist(err) {
+			return dst
+		}
+		dst = filepath.Join(a.ArtifactDir(), fmt.Sprintf("%d-%s", i, name))
 	}
-	return "not kept (run go test with -artifacts -outputdir DIR)"
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -136,15 +135,6 @@ type Sample struct {
 // sample without labels).
 func (p *Prometheus) Query(ctx context.Context, promql string) ([]Sample, error) {
 	u := p.URL + "/api/v1/query?" + url.Values{"query": {promql}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var body struct {
 		Status    string `json:"status"`
 		ErrorType string `json:"errorType"`
@@ -154,8 +144,8 @@ func (p *Prometheus) Query(ctx context.Context, promql string) ([]Sample, error)
 			Result     json.RawMessage `json:"result"`
 		} `json:"data"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("query %q: decode response (%s): %w", promql, resp.Status, err)
+	if _, err := getJSON(ctx, u, &body); err != nil {
+		return nil, fmt.Errorf("query %q: %w", promql, err)
 	}
 	if body.Status != "success" {
 		return nil, fmt.Errorf("query %q: %s: %s", promql, body.ErrorType, body.Error)
