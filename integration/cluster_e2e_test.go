@@ -156,11 +156,18 @@ func TestClusterEndToEnd(t *testing.T) {
 		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "fast-nginx"}, svc); err != nil {
 			t.Fatal(err)
 		}
+		// Bounded wait: a pod that is Running may not be Ready yet, and kube-proxy programs the
+		// Service's rules once its endpoints are.
 		url := fmt.Sprintf("http://%s:%d/", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
-		out, err := exec.CommandContext(ctx, "nsenter", "--net="+nodeNet.NetNS, "curl", "-sf", "--max-time", "5", url).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "nginx") {
-			t.Errorf("GET %s from the node: %v\n%s", url, err, out)
-		}
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		waitFor(t, wctx, "nginx to answer through its ClusterIP "+url, func() (bool, error) {
+			out, err := exec.CommandContext(wctx, "nsenter", "--net="+nodeNet.NetNS, "curl", "-sf", "--max-time", "5", url).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "nginx") {
+				return false, fmt.Errorf("GET %s from the node: %v: %s", url, err, out)
+			}
+			return true, nil
+		})
 	})
 
 	t.Run("traces-in-jaeger", func(t *testing.T) {
