@@ -126,7 +126,7 @@ func startOperator(t *testing.T, kube *harness.Kube, env ...string) (metricsURL 
 		Path: bin,
 		// --metrics-secure=false: the tests scrape plain http (the default is HTTPS with authn/authz).
 		Args: []string{"--metrics-bind-address=" + metrics, "--metrics-secure=false", "--health-probe-bind-address=" + probe},
-		Env:  append([]string{"KUBECONFIG=" + kubeconfigFor(t, kube)}, env...),
+		Env:  append([]string{"KUBECONFIG=" + kubeconfigFor(t, kube), "OTEL_SERVICE_NAME=workload-operator"}, env...),
 	})
 	p.MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+probe+"/readyz"))
 	return "http://" + metrics + "/metrics", p

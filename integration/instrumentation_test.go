@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -19,7 +21,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -40,7 +44,10 @@ import (
 // and failing on purpose for ConfigMaps that ask for it.
 type mirrorReconciler struct {
 	client.Client
-	recorder recorder.EventRecorder
+	apiReader client.Reader
+	recorder  recorder.EventRecorder
+	// conflicted remembers the ConfigMaps whose stale update already hit a conflict once.
+	conflicted sync.Map
 }
 
 func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -50,6 +57,9 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	if cm.Data["panic"] == "true" {
 		panic("mirror: a reconciler bug") // as a nil map write or a nil dereference would
+	}
+	if cm.Data["escape"] == "true" {
+		return r.escape(ctx, &cm)
 	}
 	if cm.Data["fail"] == "true" {
 		r.recorder.Eventf(&cm, nil, corev1.EventTypeWarning, "MirrorFailed", "Mirror", "asked to fail")
@@ -65,6 +75,27 @@ func (r *mirrorReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	if op != controllerutil.OperationResultNone {
 		r.recorder.Eventf(&cm, secret, corev1.EventTypeNormal, "Mirrored", "Mirror", "secret %s %s", secret.Name, op)
+	}
+	return reconcile.Result{}, nil
+}
+
+// escape makes the calls that bypass the manager's client paths: a read that skips the cache
+// (GetAPIReader), a server-side apply, and, the first time, an update of a stale copy that the
+// API server refuses with 409 Conflict.
+func (r *mirrorReconciler) escape(ctx context.Context, cm *corev1.ConfigMap) (reconcile.Result, error) {
+	var fresh corev1.ConfigMap
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(cm), &fresh); err != nil {
+		return reconcile.Result{}, err
+	}
+	applied := corev1ac.ConfigMap(cm.Name+"-applied", cm.Namespace).WithData(map[string]string{"from": cm.Name})
+	if err := r.Apply(ctx, applied, client.FieldOwner("mirror"), client.ForceOwnership); err != nil {
+		return reconcile.Result{}, err
+	}
+	if _, done := r.conflicted.LoadOrStore(cm.Name, true); !done {
+		stale := cm.DeepCopy()
+		stale.ResourceVersion = "1"
+		stale.Data["touched"] = "yes"
+		return reconcile.Result{}, r.Update(ctx, stale)
 	}
 	return reconcile.Result{}, nil
 }
@@ -92,15 +123,22 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 
 	// The operator runs as envtest's admin user, which is in system:masters: the API server
 	// continues its trace. (Other identities get a new trace linked to ours; docs/instrumenting-an-operator.md.)
+	// The client's HTTP client is the user's own, built from the unwrapped config: its requests
+	// must still get wire spans and carry traceparent.
+	userHTTPClient, err := rest.HTTPClientFor(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	mgr, err := otelctrl.NewManager(kube.Config, manager.Options{
 		Scheme:  scheme.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
+		Client:  client.Options{HTTPClient: userHTTPClient},
 	}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const controllerName = "configmap-mirror"
-	r := &mirrorReconciler{Client: mgr.GetClient(), recorder: mgr.GetEventRecorder(controllerName)}
+	r := &mirrorReconciler{Client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), recorder: mgr.GetEventRecorder(controllerName)}
 	err = otelctrl.NewControllerManagedBy(mgr, opts...).
 		For(&corev1.ConfigMap{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()["mirror"] == "yes" }))).
 		Owns(&corev1.Secret{}).
@@ -130,6 +168,7 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "app-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"k": "v"}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "broken-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"fail": "true"}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "buggy-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"panic": "true"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "escape-config", Labels: map[string]string{"mirror": "yes"}}, Data: map[string]string{"escape": "true"}},
 	} {
 		if err := kube.Client.Create(wctx, cm); err != nil {
 			t.Fatal(err)
@@ -224,6 +263,39 @@ func TestInstrumentedControllerAgainstARealAPIServer(t *testing.T) {
 			t.Logf("kube-apiserver span %q (service %s) joined the reconcile trace %s", s.Span.Name, s.Service, traceID)
 			break
 		}
+	}
+
+	// The calls that escape the cached client: each has its logical span with a wire span under
+	// it; the stale update's 409 makes the reconcile a conflict, not an error.
+	var escaped sdktrace.ReadOnlySpan
+	waitFor(t, wctx, "a reconcile span of escape-config with result conflict", func() (bool, error) {
+		for _, s := range spans.Ended() {
+			if attr(s, semconv.ObjectNameKey) == "escape-config" && attr(s, semconv.ReconcileResultKey) == semconv.ReconcileResultConflictValue {
+				escaped = s
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if escaped.Status().Code == codes.Error {
+		t.Errorf("a conflict must not set the reconcile span's error status: %v", escaped.Status())
+	}
+	var escapes []string
+	for _, c := range childrenOf(spans.Ended(), escaped) {
+		var wires []string
+		for _, w := range childrenOf(spans.Ended(), c) {
+			wires = append(wires, fmt.Sprintf("%s(%v)", w.Name(), w.SpanKind()))
+		}
+		escapes = append(escapes, fmt.Sprintf("%s[%v %s %s %s %s]%v", c.Name(), c.SpanKind(), attr(c, semconv.APISourceKey), attr(c, semconv.APICodeKey), attr(c, semconv.ObjectNameKey), attr(c, semconv.APIKindKey), wires))
+	}
+	want := []string{
+		"get ConfigMap[internal cache 200 escape-config ConfigMap][]",
+		"get ConfigMap[internal api_server 200 escape-config ConfigMap][GET(client)]",
+		"apply ConfigMap[internal api_server 200 escape-config-applied ConfigMap][PATCH(client)]",
+		"update ConfigMap[internal api_server 409 escape-config ConfigMap][PUT(client)]",
+	}
+	if strings.Join(escapes, "\n") != strings.Join(want, "\n") {
+		t.Errorf("children of the escaping reconcile:\n%s\nwant\n%s", strings.Join(escapes, "\n"), strings.Join(want, "\n"))
 	}
 
 	// The panicking reconcile: recorded as a panic and re-raised, so controller-runtime recovered

@@ -3,16 +3,13 @@ package sdk
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	otelsemconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -20,20 +17,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// Protocols accepted by WithProtocol and the OTEL_EXPORTER_OTLP_*PROTOCOL variables.
+// OTLP protocols, as OTEL_EXPORTER_OTLP_*PROTOCOL spells them.
 const (
-	ProtocolGRPC         = "grpc"
-	ProtocolHTTPProtobuf = "http/protobuf"
+	protocolGRPC         = "grpc"
+	protocolHTTPProtobuf = "http/protobuf"
 )
 
 // Defaults. The protocol is the specification's, http/protobuf (port 4318 on
-// otelcol-watchtower). Metrics are pushed every 10s (not the SDK's 60s) so that a dashboard
-// follows a rollout. Shutdown gives up after 5s when its ctx has no deadline: kubebuilder's
-// manager Deployment has terminationGracePeriodSeconds: 10, and the manager needs part of it
-// to stop too, so a black-holing collector must not be able to turn a rollout into SIGKILLs.
+// otelcol-watchtower). Metrics are pushed every 10s (not the specification's 60s) so that a
+// dashboard follows a rollout, and spans every second (not 5s) so that a trace is in Jaeger by
+// the time someone looks for it. Shutdown gives up after 5s when its ctx has no deadline:
+// kubebuilder's manager Deployment has terminationGracePeriodSeconds: 10, and the manager needs
+// part of it to stop too, so a black-holing collector must not be able to turn a rollout into
+// SIGKILLs.
 const (
-	defaultProtocol        = ProtocolHTTPProtobuf
+	defaultProtocol        = protocolHTTPProtobuf
 	defaultMetricInterval  = 10 * time.Second
+	defaultMetricTimeout   = 30 * time.Second
 	defaultQueueSize       = 2048
 	defaultMaxBatch        = 512
 	defaultBatchTimeout    = time.Second
@@ -48,16 +48,26 @@ const (
 	portHTTP = "4318"
 )
 
-// Environment variables read by Start. The OTLP exporters also read the ones they own
-// (certificates, compression, timeouts) themselves; Start validates those listed here first so
-// that a typo fails the process at startup instead of silently falling back to a default.
+// Environment variables read by Start (docs/sdk.md has the table). The OTLP exporters, the
+// tracer provider and the periodic metric reader read some of them a second time themselves;
+// Start validates them first because those readers fall back to a default on a bad value, and
+// a typo must fail the process at startup instead of silently sending telemetry nowhere.
 const (
 	envSDKDisabled        = "OTEL_SDK_DISABLED"
 	envServiceName        = "OTEL_SERVICE_NAME"
 	envResourceAttributes = "OTEL_RESOURCE_ATTRIBUTES"
+	envTracesExporter     = "OTEL_TRACES_EXPORTER"
+	envMetricsExporter    = "OTEL_METRICS_EXPORTER"
+	envPropagators        = "OTEL_PROPAGATORS"
 	envTracesSampler      = "OTEL_TRACES_SAMPLER"
 	envTracesSamplerArg   = "OTEL_TRACES_SAMPLER_ARG"
+	envBSPScheduleDelay   = "OTEL_BSP_SCHEDULE_DELAY"
+	envBSPExportTimeout   = "OTEL_BSP_EXPORT_TIMEOUT"
+	envBSPMaxQueueSize    = "OTEL_BSP_MAX_QUEUE_SIZE"
+	envBSPMaxExportBatch  = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 	envMetricInterval     = "OTEL_METRIC_EXPORT_INTERVAL"
+	envMetricTimeout      = "OTEL_METRIC_EXPORT_TIMEOUT"
+	envExemplarFilter     = "OTEL_METRICS_EXEMPLAR_FILTER"
 	envOTLPPrefix         = "OTEL_EXPORTER_OTLP_"
 
 	// Downward API variables (see docs/sdk.md for the manifest snippet).
@@ -67,7 +77,23 @@ const (
 	envNodeName     = "NODE_NAME"
 )
 
-// Option configures Start. Options always win over the corresponding environment variable.
+// spanLimitVariables are read by the tracer provider itself (sdktrace.NewSpanLimits); Start
+// only validates them.
+var spanLimitVariables = []string{
+	"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+	"OTEL_ATTRIBUTE_COUNT_LIMIT",
+	"OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+	"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+	"OTEL_SPAN_EVENT_COUNT_LIMIT",
+	"OTEL_SPAN_LINK_COUNT_LIMIT",
+	"OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+	"OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+}
+
+// Option configures Start. What the OTEL_* environment variables configure (endpoint,
+// protocol, headers, TLS, sampler, batching, intervals, resource) has no option: a Deployment
+// sets it, as for any OpenTelemetry SDK. The options are what a variable cannot say. An option
+// always wins over the environment.
 type Option interface {
 	apply(*config)
 }
@@ -78,23 +104,10 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 // config is what the options set. Zero values mean "not set by an option".
 type config struct {
-	serviceName    string
-	serviceVersion string
-	resourceAttrs  []attribute.KeyValue
-
-	endpoint string
-	protocol string
-	insecure bool
-	headers  map[string]string
-	sampler  sdktrace.Sampler
-
 	promRegisterer    prometheus.Registerer
 	promRegistererSet bool
-	promGatherer      prometheus.Gatherer
-	promGathererSet   bool
+	scopeLabels       bool
 
-	metricInterval  time.Duration
-	queueSize       int
 	noGlobal        bool
 	shutdownTimeout time.Duration
 	logger          *logr.Logger
@@ -102,146 +115,57 @@ type config struct {
 	spanExporter   sdktrace.SpanExporter
 	metricExporter sdkmetric.Exporter
 
-	// Unexported hooks for this package's tests: a small batch timeout, an extra reader.
-	batchTimeout  time.Duration
-	exportTimeout time.Duration
-	extraReaders  []sdkmetric.Reader
+	// Unexported hooks for this package's tests: a sampler the environment cannot name, an
+	// extra reader.
+	sampler      sdktrace.Sampler
+	extraReaders []sdkmetric.Reader
 
 	// errs collects invalid option values; Start reports them all at once.
 	errs []error
 }
 
-// WithServiceName sets service.name. It wins over OTEL_SERVICE_NAME, which wins over
-// service.name in OTEL_RESOURCE_ATTRIBUTES; the default is the executable's name.
-func WithServiceName(name string) Option {
-	return optionFunc(func(c *config) {
-		if strings.TrimSpace(name) == "" {
-			c.errs = append(c.errs, errors.New(`WithServiceName(""): must not be empty`))
-			return
-		}
-		c.serviceName = name
-	})
-}
-
-// WithServiceVersion sets service.version, typically to the operator's build version.
-func WithServiceVersion(version string) Option {
-	return optionFunc(func(c *config) { c.serviceVersion = version })
-}
-
-// WithResourceAttributes adds resource attributes. They win over OTEL_RESOURCE_ATTRIBUTES and
-// the Downward API variables; WithServiceName and WithServiceVersion win over them.
-func WithResourceAttributes(attrs ...attribute.KeyValue) Option {
-	return optionFunc(func(c *config) { c.resourceAttrs = append(c.resourceAttrs, attrs...) })
-}
-
-// WithEndpoint sets the OTLP endpoint of both signals as a base URL such as
-// "http://otelcol-watchtower.observability:4318" (http/protobuf, the default protocol; the
-// /v1/traces and /v1/metrics paths are appended) or "http://otelcol-watchtower.observability:4317"
-// (with WithProtocol("grpc")). An http scheme means no TLS. It replaces
-// OTEL_EXPORTER_OTLP_ENDPOINT and the per-signal OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT.
-func WithEndpoint(endpoint string) Option {
-	return optionFunc(func(c *config) {
-		if err := checkEndpoint(endpoint); err != nil {
-			c.errs = append(c.errs, fmt.Errorf("WithEndpoint(%q): %w", endpoint, err))
-			return
-		}
-		c.endpoint = endpoint
-	})
-}
-
-// WithProtocol sets the OTLP protocol of both signals: "grpc" (ProtocolGRPC) or
-// "http/protobuf" (ProtocolHTTPProtobuf). It replaces OTEL_EXPORTER_OTLP_PROTOCOL and the
-// per-signal variables; the default is "http/protobuf", the specification's, which a collector
-// receives on port 4318 (gRPC is on 4317). Start logs a warning when the endpoint's port is the
-// other protocol's.
-func WithProtocol(protocol string) Option {
-	return optionFunc(func(c *config) {
-		if err := checkProtocol(protocol); err != nil {
-			c.errs = append(c.errs, fmt.Errorf("WithProtocol(%q): %w", protocol, err))
-			return
-		}
-		c.protocol = protocol
-	})
-}
-
-// WithInsecure disables TLS towards the OTLP endpoint, like OTEL_EXPORTER_OTLP_INSECURE=true.
-// An endpoint URL with the http scheme already implies it.
-func WithInsecure() Option {
-	return optionFunc(func(c *config) { c.insecure = true })
-}
-
-// WithHeaders sets the headers (gRPC metadata) sent with every OTLP export, e.g. an
-// authorization token. They replace OTEL_EXPORTER_OTLP_HEADERS and the per-signal variables.
-func WithHeaders(headers map[string]string) Option {
-	return optionFunc(func(c *config) {
-		c.headers = make(map[string]string, len(headers))
-		for k, v := range headers {
-			c.headers[k] = v
-		}
-	})
-}
-
-// WithSampler sets the trace sampler, replacing OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG.
-// The default is parentbased_always_on: every reconcile is traced and the collector's tail
-// sampling decides what to keep.
-func WithSampler(s sdktrace.Sampler) Option {
-	return optionFunc(func(c *config) {
-		if s == nil {
-			c.errs = append(c.errs, errors.New("WithSampler(nil): a sampler is required"))
-			return
-		}
-		c.sampler = s
-	})
-}
-
-// WithPrometheusRegisterer sets where the Prometheus exporter registers, so that the
-// OpenTelemetry metrics are served on that registry's /metrics. The default is
-// controller-runtime's metrics.Registry, which the manager's metrics server already serves.
-// nil disables the Prometheus exporter. Tests should pass prometheus.NewRegistry(): one
-// registerer serves one live Telemetry at a time.
+// WithPrometheusRegisterer sets the Prometheus registry that serves the OpenTelemetry metrics
+// and that the OTLP push bridges controller-runtime's metrics from. The default is
+// controller-runtime's metrics.Registry, which the manager's metrics server already serves, so
+// the operator's /metrics shows both without a second port. The bridge reads r when r is also
+// a prometheus.Gatherer (a *prometheus.Registry is), skipping the families this Telemetry
+// serves so that nothing is pushed twice.
+//
+// nil keeps the OpenTelemetry metrics off /metrics; controller-runtime's metrics are still
+// bridged from metrics.Registry. Tests pass prometheus.NewRegistry(): one registry serves one
+// live Telemetry at a time.
 func WithPrometheusRegisterer(r prometheus.Registerer) Option {
 	return optionFunc(func(c *config) { c.promRegisterer, c.promRegistererSet = r, true })
 }
 
-// WithPrometheusGatherer sets the Prometheus metrics that are bridged into the OTLP metric
-// export. The default is controller-runtime's metrics.Registry (reconcile, workqueue and REST
-// client metrics). Families produced by an OpenTelemetry Prometheus exporter (those labelled
-// otel_scope_name, and target_info) are skipped, because they are already exported over OTLP.
-// nil disables the bridge.
-func WithPrometheusGatherer(g prometheus.Gatherer) Option {
-	return optionFunc(func(c *config) { c.promGatherer, c.promGathererSet = g, true })
+// WithPrometheusScopeLabels keeps the otel_scope_name, otel_scope_version and
+// otel_scope_schema_url labels that the OpenTelemetry Prometheus exporter puts on every series
+// it serves. They are dropped by default so that the watchtower_* series look like the
+// controller-runtime series next to them on /metrics. Keep them to tell instruments of the
+// same name apart when two instrumentation libraries in the process record one with the same
+// attributes: without the labels, their series collide and the scrape fails.
+func WithPrometheusScopeLabels() Option {
+	return optionFunc(func(c *config) { c.scopeLabels = true })
 }
 
-// WithMetricExportInterval sets how often metrics are pushed over OTLP, replacing
-// OTEL_METRIC_EXPORT_INTERVAL. The default is 10s.
-func WithMetricExportInterval(d time.Duration) Option {
-	return positive("WithMetricExportInterval", d, func(c *config) { c.metricInterval = d })
-}
-
-// WithQueueSize bounds the number of ended spans waiting for export (default 2048). When the
-// queue is full, further spans are dropped and counted in watchtower.telemetry.dropped
-// instead of blocking the reconcile that ended them.
-func WithQueueSize(n int) Option {
-	return positive("WithQueueSize", n, func(c *config) { c.queueSize = n })
-}
-
-// WithoutGlobal keeps Start from installing its providers, the W3C tracecontext+baggage
-// propagator and its error handler as OpenTelemetry's globals (otel.SetTracerProvider,
+// WithoutGlobal keeps Start from installing its providers, the propagators of OTEL_PROPAGATORS
+// and its error handler as OpenTelemetry's globals (otel.SetTracerProvider,
 // otel.SetMeterProvider, otel.SetTextMapPropagator, otel.SetErrorHandler). Use the Telemetry's
-// providers explicitly then. Span export failures still go to WithLogger's logger; the
-// OpenTelemetry SDK's own errors (a failed metric push among them) go to whatever error
-// handler the process installed, stderr unless it installed one.
+// providers explicitly then; OTEL_PROPAGATORS is not read. Span export failures still go to
+// WithLogger's logger; the OpenTelemetry SDK's own errors (a failed metric push among them) go
+// to whatever error handler the process installed, stderr unless it installed one.
 func WithoutGlobal() Option {
 	return optionFunc(func(c *config) { c.noGlobal = true })
 }
 
-// WithLogger sets where the SDK reports on itself: the warning Start logs when an endpoint's
-// port belongs to the other OTLP protocol, and failed exports, at most one line per distinct
-// error per 30s with the number of repeats left out. A collector that is down for an hour must
-// not flood the operator's log, nor write unstructured lines to stderr next to it (the
-// OpenTelemetry default). Start installs the error handler as OpenTelemetry's global one
-// (otel.SetErrorHandler) unless WithoutGlobal is given. The default is controller-runtime's
-// log.Log, the logger that ctrl.SetLogger sets in a kubebuilder main.go.
+// WithLogger sets where the SDK reports on itself: the warnings Start logs (an endpoint whose
+// port belongs to the other OTLP protocol, an unsupported propagator), and failed exports, at
+// most one line per distinct error per 30s with the number of repeats left out. A collector
+// that is down for an hour must not flood the operator's log, nor write unstructured lines to
+// stderr next to it (the OpenTelemetry default). Start installs the error handler as
+// OpenTelemetry's global one (otel.SetErrorHandler) unless WithoutGlobal is given. The default
+// is controller-runtime's log.Log, the logger that ctrl.SetLogger sets in a kubebuilder
+// main.go.
 func WithLogger(l logr.Logger) Option {
 	return optionFunc(func(c *config) { c.logger = &l })
 }
@@ -249,26 +173,22 @@ func WithLogger(l logr.Logger) Option {
 // WithShutdownTimeout bounds Telemetry.Shutdown when its ctx has no deadline (default 5s, well
 // within kubebuilder's 10s termination grace period). The bound is what keeps an unreachable or
 // unresponsive collector from holding the process after the manager has stopped; what is not
-// sent by then is counted as dropped. A ctx with a deadline is used as it is.
+// sent by then is counted as dropped. A ctx with a deadline is used as it is. The OpenTelemetry
+// specification has no variable for it.
 func WithShutdownTimeout(d time.Duration) Option {
-	return positive("WithShutdownTimeout", d, func(c *config) { c.shutdownTimeout = d })
-}
-
-// positive is an option that applies set when v > 0 and otherwise reports "name(v): must be
-// positive".
-func positive[T int | time.Duration](name string, v T, set func(*config)) Option {
 	return optionFunc(func(c *config) {
-		if v <= 0 {
-			c.errs = append(c.errs, fmt.Errorf("%s(%v): must be positive", name, v))
+		if d <= 0 {
+			c.errs = append(c.errs, errors.New("WithShutdownTimeout("+d.String()+"): must be positive"))
 			return
 		}
-		set(c)
+		c.shutdownTimeout = d
 	})
 }
 
-// WithSpanExporter replaces the OTLP span exporter, e.g. with an in-memory exporter in tests or
-// another backend's exporter. Spans still go through the bounded queue and are counted.
-// The OTLP trace variables are then neither read nor validated.
+// WithSpanExporter replaces the span exporter that OTEL_TRACES_EXPORTER selects (OTLP by
+// default), e.g. with an in-memory exporter in tests. Spans still go through the bounded queue
+// and are counted. OTEL_TRACES_EXPORTER and the OTLP trace variables are then neither read nor
+// validated.
 func WithSpanExporter(e sdktrace.SpanExporter) Option {
 	return optionFunc(func(c *config) {
 		if e == nil {
@@ -279,9 +199,10 @@ func WithSpanExporter(e sdktrace.SpanExporter) Option {
 	})
 }
 
-// WithMetricExporter replaces the OTLP metric exporter of the periodic push. Exports are still
-// counted, and the Prometheus bridge still feeds it. The OTLP metric variables are then
-// neither read nor validated.
+// WithMetricExporter replaces the push exporter that OTEL_METRICS_EXPORTER selects (OTLP by
+// default), e.g. with an in-memory exporter in tests. Exports are still counted, and the
+// Prometheus bridge still feeds it. OTEL_METRICS_EXPORTER and the OTLP metric variables are
+// then neither read nor validated.
 func WithMetricExporter(e sdkmetric.Exporter) Option {
 	return optionFunc(func(c *config) {
 		if e == nil {
@@ -292,47 +213,74 @@ func WithMetricExporter(e sdkmetric.Exporter) Option {
 	})
 }
 
+// Exporter names of OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER.
+const (
+	exporterOTLP       = "otlp"
+	exporterConsole    = "console"
+	exporterNone       = "none"
+	exporterPrometheus = "prometheus"
+)
+
 // settings is the effective configuration: options merged over the environment, validated.
 type settings struct {
 	disabled bool
 
-	serviceName    string // empty: the executable name
-	serviceVersion string
-	k8sAttrs       []attribute.KeyValue // from the Downward API variables
-	envAttrs       []attribute.KeyValue // OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME
-	optAttrs       []attribute.KeyValue
+	k8sAttrs []attribute.KeyValue // from the Downward API variables
+	envAttrs []attribute.KeyValue // OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME
 
 	sampler sdktrace.Sampler
-	traces  otlpSettings // unused when spanExporter is set
-	metrics otlpSettings // unused when metricExporter is set
+
+	// tracesExporter and metricsExporter are exporterOTLP, exporterConsole or exporterNone;
+	// unused when spanExporter or metricExporter is set.
+	tracesExporter  string
+	metricsExporter string
+	traces          otlpSettings // used when tracesExporter is exporterOTLP
+	metrics         otlpSettings // used when metricsExporter is exporterOTLP
+
+	// propagators are installed as the global propagator unless noGlobal.
+	propagators []propagation.TextMapPropagator
+
+	queueSize     int
+	maxBatch      int
+	batchTimeout  time.Duration
+	exportTimeout time.Duration
 
 	metricInterval time.Duration
-	queueSize      int
-	maxBatch       int
-	batchTimeout   time.Duration
-	exportTimeout  time.Duration
+	metricTimeout  time.Duration
 
-	promRegisterer  prometheus.Registerer
-	promGatherer    prometheus.Gatherer
+	promRegisterer prometheus.Registerer // nil: no Prometheus exporter
+	promGatherer   prometheus.Gatherer   // what the bridge reads; nil: no bridge
+	scopeLabels    bool
+
 	noGlobal        bool
 	logger          *logr.Logger // nil: controller-runtime's, see log
 	shutdownTimeout time.Duration
 	spanExporter    sdktrace.SpanExporter
 	metricExporter  sdkmetric.Exporter
 	extraReaders    []sdkmetric.Reader
+
+	// warnings are logged by Start: configuration that is accepted but does not do all it
+	// asks for.
+	warnings []warning
 }
 
-// otlpSettings is what Start passes to an OTLP exporter explicitly. What is left empty the
-// exporter reads from the (already validated) environment itself, including the per-signal
-// endpoint path rules of the specification.
+type warning struct {
+	msg string
+	kvs []any
+}
+
+// otlpSettings is what Start decides for one signal's OTLP exporter. Everything else (headers,
+// TLS, compression, timeout, the per-signal endpoint path rules) the exporter reads from the
+// environment itself, after newSettings has validated it.
 type otlpSettings struct {
 	protocol string
-	endpoint string // base URL from WithEndpoint; empty: from the environment
-	insecure bool
-	headers  map[string]string // nil: from the environment
+	// defaultEndpoint is set when no variable names an endpoint: the specification's
+	// http://localhost:4318 or :4317, which Start passes explicitly because the Go exporters'
+	// own default would use TLS.
+	defaultEndpoint string
 
 	// Only for the warnings: the endpoint the exporter will use, and where it and the
-	// protocol came from ("WithEndpoint", a variable's name, or "default").
+	// protocol came from (a variable's name, or "default").
 	effectiveEndpoint string
 	endpointFrom      string
 	protocolFrom      string
@@ -365,10 +313,12 @@ func newSettings(getenv func(string) string, opts []Option) (*settings, error) {
 		// telemetry was switched off, possibly because that variable is bad.
 		return s, nil
 	}
+	collect := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 
-	s.serviceName = c.serviceName
-	s.serviceVersion = c.serviceVersion
-	s.optAttrs = c.resourceAttrs
 	for _, d := range []struct {
 		env string
 		kv  func(string) attribute.KeyValue
@@ -383,9 +333,7 @@ func newSettings(getenv func(string) string, opts []Option) (*settings, error) {
 		}
 	}
 	attrs, err := parseResourceAttributes(env(envResourceAttributes))
-	if err != nil {
-		errs = append(errs, err)
-	}
+	collect(err)
 	if name := env(envServiceName); name != "" {
 		attrs = append(attrs, otelsemconv.ServiceName(name))
 	}
@@ -393,57 +341,83 @@ func newSettings(getenv func(string) string, opts []Option) (*settings, error) {
 
 	s.sampler = c.sampler
 	if s.sampler == nil {
-		if s.sampler, err = samplerFromEnv(env(envTracesSampler), env(envTracesSamplerArg)); err != nil {
-			errs = append(errs, err)
-		}
+		s.sampler, err = samplerFromEnv(env(envTracesSampler), env(envTracesSamplerArg))
+		collect(err)
+	}
+	for _, name := range spanLimitVariables {
+		_, err := envInt(env, name, 0, 0)
+		collect(err)
 	}
 
 	s.spanExporter = c.spanExporter
 	if s.spanExporter == nil {
-		if s.traces, err = otlpFromEnv(env, "TRACES", c); err != nil {
-			errs = append(errs, err)
+		s.tracesExporter, err = tracesExporterFromEnv(env(envTracesExporter))
+		collect(err)
+		if s.tracesExporter == exporterOTLP {
+			s.traces, err = otlpFromEnv(env, "TRACES")
+			collect(err)
 		}
 	}
 	s.metricExporter = c.metricExporter
 	if s.metricExporter == nil {
-		if s.metrics, err = otlpFromEnv(env, "METRICS", c); err != nil {
-			errs = append(errs, err)
+		s.metricsExporter, err = metricsExporterFromEnv(env(envMetricsExporter))
+		collect(err)
+		if s.metricsExporter == exporterOTLP {
+			s.metrics, err = otlpFromEnv(env, "METRICS")
+			collect(err)
 		}
 	}
 
-	s.metricInterval = c.metricInterval
-	if s.metricInterval == 0 {
-		s.metricInterval = defaultMetricInterval
-		if v := env(envMetricInterval); v != "" {
-			ms, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || ms <= 0 {
-				errs = append(errs, envError(envMetricInterval, v, "must be a positive integer number of milliseconds"))
-			} else {
-				s.metricInterval = time.Duration(ms) * time.Millisecond
-			}
+	s.noGlobal = c.noGlobal
+	if !s.noGlobal {
+		var w *warning
+		s.propagators, w = propagatorsFromEnv(env(envPropagators))
+		if w != nil {
+			s.warnings = append(s.warnings, *w)
 		}
 	}
 
-	s.queueSize = c.queueSize
-	if s.queueSize == 0 {
-		s.queueSize = defaultQueueSize
-	}
-	// A batch larger than the queue could never fill; cap it like the OpenTelemetry SDK does.
+	s.queueSize, err = envInt(env, envBSPMaxQueueSize, defaultQueueSize, 1)
+	collect(err)
+	// A batch larger than the queue could never fill; the default is capped to the queue like
+	// the OpenTelemetry SDK does, an explicit value is a mistake.
 	s.maxBatch = min(defaultMaxBatch, s.queueSize)
-	s.batchTimeout = cmpOr(c.batchTimeout, defaultBatchTimeout)
-	s.exportTimeout = cmpOr(c.exportTimeout, defaultExportTimeout)
+	if v := env(envBSPMaxExportBatch); v != "" {
+		n, err := envInt(env, envBSPMaxExportBatch, defaultMaxBatch, 1)
+		collect(err)
+		if err == nil && n > s.queueSize {
+			collect(envError(envBSPMaxExportBatch, v, fmt.Sprintf("must not exceed %s (%d)", envBSPMaxQueueSize, s.queueSize)))
+		} else if err == nil {
+			s.maxBatch = n
+		}
+	}
+	s.batchTimeout, err = envMillis(env, envBSPScheduleDelay, defaultBatchTimeout)
+	collect(err)
+	s.exportTimeout, err = envMillis(env, envBSPExportTimeout, defaultExportTimeout)
+	collect(err)
+	s.metricInterval, err = envMillis(env, envMetricInterval, defaultMetricInterval)
+	collect(err)
+	s.metricTimeout, err = envMillis(env, envMetricTimeout, defaultMetricTimeout)
+	collect(err)
+	collect(checkExemplarFilter(env(envExemplarFilter)))
 
 	s.promRegisterer = metrics.Registry
 	if c.promRegistererSet {
 		s.promRegisterer = c.promRegisterer
 	}
-	s.promGatherer = metrics.Registry
-	if c.promGathererSet {
-		s.promGatherer = c.promGatherer
+	switch g, ok := s.promRegisterer.(prometheus.Gatherer); {
+	case s.promRegisterer == nil:
+		s.promGatherer = metrics.Registry
+	case ok:
+		s.promGatherer = g
 	}
-	s.noGlobal = c.noGlobal
+	s.scopeLabels = c.scopeLabels
+
 	s.extraReaders = c.extraReaders
-	s.shutdownTimeout = cmpOr(c.shutdownTimeout, defaultShutdownTimeout)
+	s.shutdownTimeout = defaultShutdownTimeout
+	if c.shutdownTimeout > 0 {
+		s.shutdownTimeout = c.shutdownTimeout
+	}
 	s.logger = c.logger
 
 	if len(errs) > 0 {
@@ -462,232 +436,4 @@ func (s *settings) log() logr.Logger {
 		return *s.logger
 	}
 	return ctrllog.Log.WithName("telemetry")
-}
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
-// envError formats a bad environment variable the same way everywhere:
-// NAME="value": what is wrong.
-func envError(name, value, problem string) error {
-	return fmt.Errorf("%s=%q: %s", name, value, problem)
-}
-
-// otlpFromEnv resolves one signal's OTLP settings: the option if set, else the per-signal
-// variable, else the general one. Only variables that take effect are validated.
-func otlpFromEnv(env func(string) string, signal string, c config) (otlpSettings, error) {
-	var errs []error
-	o := otlpSettings{protocol: c.protocol, endpoint: c.endpoint, insecure: c.insecure, headers: c.headers}
-
-	// lookup returns the per-signal variable if set, else the general one, with its name.
-	lookup := func(suffix string) (name, value string) {
-		name = envOTLPPrefix + signal + "_" + suffix
-		if v := env(name); v != "" {
-			return name, v
-		}
-		name = envOTLPPrefix + suffix
-		return name, env(name)
-	}
-
-	o.protocolFrom = "WithProtocol"
-	if o.protocol == "" {
-		o.protocol, o.protocolFrom = defaultProtocol, "default"
-		if name, v := lookup("PROTOCOL"); v != "" {
-			if err := checkProtocol(v); err != nil {
-				errs = append(errs, envError(name, v, err.Error()))
-			} else {
-				o.protocol, o.protocolFrom = v, name
-			}
-		}
-	}
-	o.effectiveEndpoint, o.endpointFrom = o.endpoint, "WithEndpoint"
-	if o.endpoint == "" {
-		// Only the variable in effect is checked: when the per-signal one is set, the
-		// exporter never reads the general one for this signal.
-		if name, v := lookup("ENDPOINT"); v != "" {
-			if err := checkEndpoint(v); err != nil {
-				errs = append(errs, envError(name, v, err.Error()))
-			}
-			o.effectiveEndpoint, o.endpointFrom = v, name
-		}
-	}
-	if o.endpoint == "" {
-		if _, v := lookup("ENDPOINT"); v == "" {
-			// The specification's defaults; the Go exporters' own would use TLS on localhost.
-			o.endpoint = "http://localhost:" + portHTTP
-			if o.protocol == ProtocolGRPC {
-				o.endpoint = "http://localhost:" + portGRPC
-			}
-			o.effectiveEndpoint, o.endpointFrom = o.endpoint, "default"
-		}
-	}
-	if o.headers == nil {
-		if name, v := lookup("HEADERS"); v != "" {
-			if _, err := parseHeaders(v); err != nil {
-				// The value is not echoed: headers usually carry credentials.
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			}
-		}
-	}
-	return o, errors.Join(errs...)
-}
-
-func checkProtocol(p string) error {
-	switch p {
-	case ProtocolGRPC, ProtocolHTTPProtobuf:
-		return nil
-	case "http/json":
-		return errors.New(`http/json is not supported; use "grpc" or "http/protobuf"`)
-	default:
-		return errors.New(`must be "grpc" or "http/protobuf"`)
-	}
-}
-
-// checkEndpoint accepts what the OTLP specification calls an endpoint: an absolute URL with
-// the http or https scheme. A bare "host:port" parses as a URL with scheme "host", which is
-// why the scheme is checked and not only the parse.
-func checkEndpoint(e string) error {
-	const want = "must be a URL with scheme http or https, e.g. http://otelcol-watchtower:4318 " +
-		"(http/protobuf, the default) or http://otelcol-watchtower:4317 (grpc)"
-	u, err := url.Parse(e)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New(want)
-	}
-	return nil
-}
-
-// parseHeaders parses the OTLP headers format "k=v,k2=v2" with URL-encoded values. Errors
-// name the entry and key but never a value.
-func parseHeaders(s string) (map[string]string, error) {
-	h := map[string]string{}
-	entries := strings.Split(s, ",")
-	for i, entry := range entries {
-		if strings.TrimSpace(entry) == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(entry, "=")
-		k = strings.TrimSpace(k)
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("entry %d of %d has no '=': want key=value,key2=value2 (values are not shown: they may be secrets)", i+1, len(entries))
-		case !validHeaderKey(k):
-			return nil, fmt.Errorf("entry %d of %d: key %q is not a valid header name", i+1, len(entries), k)
-		}
-		dv, err := url.PathUnescape(v)
-		if err != nil {
-			return nil, fmt.Errorf("entry %d of %d: the value of %q is not valid URL encoding (values are not shown: they may be secrets)", i+1, len(entries), k)
-		}
-		h[k] = strings.TrimSpace(dv)
-	}
-	return h, nil
-}
-
-// validHeaderKey reports whether k is an HTTP token (RFC 9110), the rule the OTLP exporters
-// apply before silently dropping a header.
-func validHeaderKey(k string) bool {
-	if k == "" {
-		return false
-	}
-	for _, c := range k {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.ContainsRune("!#$%&'*+-.^_`|~", c):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// parseResourceAttributes parses OTEL_RESOURCE_ATTRIBUTES ("k=v,k2=v2", values URL-encoded)
-// with the semantics of resource.WithFromEnv, but reports a malformed entry instead of
-// dropping it. Empty entries (a trailing comma) are ignored.
-func parseResourceAttributes(s string) ([]attribute.KeyValue, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var attrs []attribute.KeyValue
-	for entry := range strings.SplitSeq(s, ",") {
-		if strings.TrimSpace(entry) == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(entry, "=")
-		k = strings.TrimSpace(k)
-		if !ok || k == "" {
-			return nil, envError(envResourceAttributes, s, fmt.Sprintf("entry %q is not key=value", entry))
-		}
-		dv, err := url.PathUnescape(strings.TrimSpace(v))
-		if err != nil {
-			return nil, envError(envResourceAttributes, s, fmt.Sprintf("the value of %q is not valid URL encoding", k))
-		}
-		attrs = append(attrs, attribute.String(k, dv))
-	}
-	return attrs, nil
-}
-
-// Sampler names of the OpenTelemetry specification.
-const (
-	samplerAlwaysOn                = "always_on"
-	samplerAlwaysOff               = "always_off"
-	samplerTraceIDRatio            = "traceidratio"
-	samplerParentBasedAlwaysOn     = "parentbased_always_on"
-	samplerParentBasedAlwaysOff    = "parentbased_always_off"
-	samplerParentBasedTraceIDRatio = "parentbased_traceidratio"
-)
-
-// samplerFromEnv implements OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG. The argument is
-// only read by the ratio samplers (a missing one means 1.0), as the specification says.
-func samplerFromEnv(name, arg string) (sdktrace.Sampler, error) {
-	ratio := func() (float64, error) {
-		if arg == "" {
-			return 1, nil
-		}
-		r, err := strconv.ParseFloat(arg, 64)
-		if err != nil || r < 0 || r > 1 {
-			return 0, envError(envTracesSamplerArg, arg, "must be a number between 0 and 1")
-		}
-		return r, nil
-	}
-	switch strings.ToLower(name) {
-	case "", samplerParentBasedAlwaysOn:
-		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
-	case samplerAlwaysOn:
-		return sdktrace.AlwaysSample(), nil
-	case samplerAlwaysOff:
-		return sdktrace.NeverSample(), nil
-	case samplerParentBasedAlwaysOff:
-		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
-	case samplerTraceIDRatio:
-		r, err := ratio()
-		if err != nil {
-			return nil, err
-		}
-		return sdktrace.TraceIDRatioBased(r), nil
-	case samplerParentBasedTraceIDRatio:
-		r, err := ratio()
-		if err != nil {
-			return nil, err
-		}
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), nil
-	default:
-		return nil, envError(envTracesSampler, name, "must be one of always_on, always_off, traceidratio, "+
-			"parentbased_always_on, parentbased_always_off, parentbased_traceidratio")
-	}
-}
-
-// executableName is the default service.name, as the specification defines it:
-// "unknown_service:" and the executable's name, e.g. "unknown_service:manager" in a kubebuilder
-// image. Set WithServiceName or OTEL_SERVICE_NAME to name the operator.
-func executableName() string {
-	if p, err := os.Executable(); err == nil {
-		return "unknown_service:" + filepath.Base(p)
-	}
-	if len(os.Args) > 0 && os.Args[0] != "" {
-		return "unknown_service:" + filepath.Base(os.Args[0])
-	}
-	return "unknown_service"
 }

@@ -45,7 +45,7 @@ func TestDefaults(t *testing.T) {
 	if s.disabled {
 		t.Error("disabled by default")
 	}
-	if s.traces.protocol != ProtocolHTTPProtobuf || s.metrics.protocol != ProtocolHTTPProtobuf {
+	if s.traces.protocol != protocolHTTPProtobuf || s.metrics.protocol != protocolHTTPProtobuf {
 		t.Errorf("protocols = %q, %q; want http/protobuf", s.traces.protocol, s.metrics.protocol)
 	}
 	if got, want := s.sampler.Description(), sdktrace.ParentBased(sdktrace.AlwaysSample()).Description(); got != want {
@@ -54,11 +54,21 @@ func TestDefaults(t *testing.T) {
 	if s.metricInterval != 10*time.Second {
 		t.Errorf("metric interval = %s; want 10s", s.metricInterval)
 	}
-	if s.queueSize != 2048 || s.maxBatch != 512 {
-		t.Errorf("queue, batch = %d, %d; want 2048, 512", s.queueSize, s.maxBatch)
+	if s.metricTimeout != 30*time.Second {
+		t.Errorf("metric timeout = %s; want 30s", s.metricTimeout)
+	}
+	if s.queueSize != 2048 || s.maxBatch != 512 || s.batchTimeout != time.Second || s.exportTimeout != 10*time.Second {
+		t.Errorf("queue, batch, delay, timeout = %d, %d, %s, %s; want 2048, 512, 1s, 10s",
+			s.queueSize, s.maxBatch, s.batchTimeout, s.exportTimeout)
+	}
+	if s.tracesExporter != exporterOTLP || s.metricsExporter != exporterOTLP {
+		t.Errorf("exporters = %s, %s; want otlp, otlp", s.tracesExporter, s.metricsExporter)
 	}
 	if s.promRegisterer != metrics.Registry || s.promGatherer != metrics.Registry {
 		t.Error("the Prometheus registerer and gatherer must default to controller-runtime's metrics.Registry")
+	}
+	if s.scopeLabels {
+		t.Error("the otel_scope_* labels must be dropped by default")
 	}
 }
 
@@ -67,20 +77,15 @@ func TestServiceNamePrecedence(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		env  func(string) string
-		opts []Option
 		want string // empty: no service.name from config, the executable name applies
 	}{
-		{"executable", envMap(), nil, ""},
-		{"resource attributes", envMap(envResourceAttributes, attrs), nil, "from-attributes"},
-		{"OTEL_SERVICE_NAME", envMap(envResourceAttributes, attrs, envServiceName, "from-env"), nil, "from-env"},
-		{"option", envMap(envResourceAttributes, attrs, envServiceName, "from-env"), []Option{WithServiceName("from-option")}, "from-option"},
+		{"executable", envMap(), ""},
+		{"resource attributes", envMap(envResourceAttributes, attrs), "from-attributes"},
+		{"OTEL_SERVICE_NAME", envMap(envResourceAttributes, attrs, envServiceName, "from-env"), "from-env"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := mustSettings(t, tc.env, tc.opts...)
-			got := s.serviceName
-			if got == "" {
-				got, _ = attrValue(s.envAttrs, "service.name")
-			}
+			s := mustSettings(t, tc.env)
+			got, _ := attrValue(s.envAttrs, "service.name")
 			if got != tc.want {
 				t.Errorf("service.name = %q; want %q", got, tc.want)
 			}
@@ -108,11 +113,6 @@ func TestSamplerFromEnv(t *testing.T) {
 			t.Errorf("%s=%q %s=%q: sampler %s; want %s", envTracesSampler, tc.name, envTracesSamplerArg, tc.arg, got, want)
 		}
 	}
-	// The option wins, and an environment it overrides is not even validated.
-	s := mustSettings(t, envMap(envTracesSampler, "bogus"), WithSampler(sdktrace.NeverSample()))
-	if s.sampler.Description() != sdktrace.NeverSample().Description() {
-		t.Errorf("WithSampler did not win over %s", envTracesSampler)
-	}
 }
 
 func TestProtocolPrecedence(t *testing.T) {
@@ -120,17 +120,15 @@ func TestProtocolPrecedence(t *testing.T) {
 	for _, tc := range []struct {
 		name                string
 		env                 func(string) string
-		opts                []Option
 		wantTraces, wantMet string
 	}{
-		{"default", envMap(), nil, "http/protobuf", "http/protobuf"},
-		{"general grpc", envMap(general, "grpc"), nil, "grpc", "grpc"},
-		{"general", envMap(general, "http/protobuf"), nil, "http/protobuf", "http/protobuf"},
-		{"per-signal", envMap(general, "http/protobuf", traces, "grpc"), nil, "grpc", "http/protobuf"},
-		{"option", envMap(general, "grpc", traces, "grpc"), []Option{WithProtocol("http/protobuf")}, "http/protobuf", "http/protobuf"},
+		{"default", envMap(), "http/protobuf", "http/protobuf"},
+		{"general grpc", envMap(general, "grpc"), "grpc", "grpc"},
+		{"general", envMap(general, "http/protobuf"), "http/protobuf", "http/protobuf"},
+		{"per-signal", envMap(general, "http/protobuf", traces, "grpc"), "grpc", "http/protobuf"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := mustSettings(t, tc.env, tc.opts...)
+			s := mustSettings(t, tc.env)
 			if s.traces.protocol != tc.wantTraces || s.metrics.protocol != tc.wantMet {
 				t.Errorf("traces, metrics = %q, %q; want %q, %q", s.traces.protocol, s.metrics.protocol, tc.wantTraces, tc.wantMet)
 			}
@@ -138,45 +136,59 @@ func TestProtocolPrecedence(t *testing.T) {
 	}
 }
 
-func TestMetricIntervalPrecedence(t *testing.T) {
-	if s := mustSettings(t, envMap(envMetricInterval, "2500")); s.metricInterval != 2500*time.Millisecond {
-		t.Errorf("from env: %s; want 2.5s", s.metricInterval)
-	}
-	if s := mustSettings(t, envMap(envMetricInterval, "2500"), WithMetricExportInterval(time.Minute)); s.metricInterval != time.Minute {
-		t.Errorf("option: %s; want 1m", s.metricInterval)
-	}
-}
-
-func TestQueueSizeCapsBatch(t *testing.T) {
-	s := mustSettings(t, envMap(), WithQueueSize(100))
+func TestQueueSizeCapsDefaultBatch(t *testing.T) {
+	s := mustSettings(t, envMap(envBSPMaxQueueSize, "100"))
 	if s.queueSize != 100 || s.maxBatch != 100 {
 		t.Errorf("queue, batch = %d, %d; want 100, 100", s.queueSize, s.maxBatch)
 	}
 }
 
-func TestOptionsOverrideEnv(t *testing.T) {
+// TestExporterOptionsOverrideEnv: an exporter given in code replaces the one the environment
+// selects, whose variables are then not used, hence not validated.
+func TestExporterOptionsOverrideEnv(t *testing.T) {
 	bad := envMap(
 		"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317",
 		"OTEL_EXPORTER_OTLP_HEADERS", "garbage",
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json",
+		envTracesExporter, "zipkin",
+		envMetricsExporter, "zipkin",
 	)
-	// Options replace each bad variable, so none of them is an error.
-	s := mustSettings(t, bad,
-		WithEndpoint("http://collector:4317"), WithHeaders(map[string]string{"a": "b"}), WithProtocol("grpc"), WithInsecure())
-	for _, o := range []otlpSettings{s.traces, s.metrics} {
-		if o.endpoint != "http://collector:4317" || o.headers["a"] != "b" || o.protocol != "grpc" || !o.insecure {
-			t.Errorf("otlp settings = %+v; want the options' values", o)
-		}
+	if _, err := newSettings(bad, nil); err == nil {
+		t.Fatal("the bad environment passed without the options")
 	}
-	// Replacing the exporters means the OTLP variables are not used, hence not validated.
-	mustSettings(t, bad, WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{}))
+	s := mustSettings(t, bad, WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{}))
+	if s.spanExporter == nil || s.metricExporter == nil {
+		t.Error("the exporters given in code are not used")
+	}
+}
+
+// TestOTLPVariablesOfAnUnusedExporterAreNotValidated: with OTEL_TRACES_EXPORTER=none, a bad
+// trace endpoint is not an error; the metric one still is.
+func TestOTLPVariablesOfAnUnusedExporterAreNotValidated(t *testing.T) {
+	env := envMap(envTracesExporter, "none", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4317")
+	mustSettings(t, env)
+	_, err := newSettings(envMap(envTracesExporter, "none", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "collector:4317"), nil)
+	if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+		t.Errorf("error = %v; want the metric endpoint reported", err)
+	}
 }
 
 func TestPrometheusOptions(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := mustSettings(t, envMap(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(nil))
-	if s.promRegisterer != reg || s.promGatherer != nil {
-		t.Errorf("registerer, gatherer = %v, %v; want the given registry and nil", s.promRegisterer, s.promGatherer)
+	s := mustSettings(t, envMap(), WithPrometheusRegisterer(reg), WithPrometheusScopeLabels())
+	if s.promRegisterer != reg || s.promGatherer != reg || !s.scopeLabels {
+		t.Errorf("registerer, gatherer, scope labels = %v, %v, %v; want the given registry twice and true",
+			s.promRegisterer, s.promGatherer, s.scopeLabels)
+	}
+	// Without an exporter of ours on /metrics, controller-runtime's metrics are still bridged.
+	s = mustSettings(t, envMap(), WithPrometheusRegisterer(nil))
+	if s.promRegisterer != nil || s.promGatherer != metrics.Registry {
+		t.Errorf("registerer, gatherer = %v, %v; want nil and metrics.Registry", s.promRegisterer, s.promGatherer)
+	}
+	// A registerer that cannot be gathered: nothing to bridge from.
+	s = mustSettings(t, envMap(), WithPrometheusRegisterer(prometheus.WrapRegistererWith(prometheus.Labels{"a": "b"}, reg)))
+	if s.promGatherer != nil {
+		t.Errorf("gatherer = %v; want none", s.promGatherer)
 	}
 }
 
@@ -244,12 +256,37 @@ func TestValidationErrors(t *testing.T) {
 		{[]string{"OTEL_RESOURCE_ATTRIBUTES", "team=%zz"}, nil, `OTEL_RESOURCE_ATTRIBUTES="team=%zz": the value of "team" is not valid URL encoding`},
 		{[]string{"OTEL_METRIC_EXPORT_INTERVAL", "10s"}, nil, `OTEL_METRIC_EXPORT_INTERVAL="10s": must be a positive integer number of milliseconds`},
 		{[]string{"OTEL_METRIC_EXPORT_INTERVAL", "0"}, nil, `OTEL_METRIC_EXPORT_INTERVAL="0": must be a positive integer number of milliseconds`},
-		{nil, []Option{WithProtocol("http/json")}, `WithProtocol("http/json"): http/json is not supported; use "grpc" or "http/protobuf"`},
-		{nil, []Option{WithEndpoint("collector:4317")}, `WithEndpoint("collector:4317"): must be a URL with scheme http or https`},
-		{nil, []Option{WithServiceName(" ")}, `WithServiceName(""): must not be empty`},
-		{nil, []Option{WithQueueSize(0)}, `WithQueueSize(0): must be positive`},
-		{nil, []Option{WithMetricExportInterval(-time.Second)}, `WithMetricExportInterval(-1s): must be positive`},
-		{nil, []Option{WithSampler(nil)}, `WithSampler(nil): a sampler is required`},
+		{[]string{"OTEL_METRIC_EXPORT_TIMEOUT", "-5"}, nil, `OTEL_METRIC_EXPORT_TIMEOUT="-5": must be a positive integer number of milliseconds`},
+		{[]string{"OTEL_BSP_SCHEDULE_DELAY", "1s"}, nil, `OTEL_BSP_SCHEDULE_DELAY="1s": must be a positive integer number of milliseconds`},
+		{[]string{"OTEL_BSP_EXPORT_TIMEOUT", "0"}, nil, `OTEL_BSP_EXPORT_TIMEOUT="0": must be a positive integer number of milliseconds`},
+		{[]string{"OTEL_BSP_MAX_QUEUE_SIZE", "0"}, nil, `OTEL_BSP_MAX_QUEUE_SIZE="0": must be a positive integer`},
+		{[]string{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "many"}, nil, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE="many": must be a positive integer`},
+		{[]string{"OTEL_BSP_MAX_QUEUE_SIZE", "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "200"}, nil, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE="200": must not exceed OTEL_BSP_MAX_QUEUE_SIZE (100)`},
+		{[]string{"OTEL_TRACES_EXPORTER", "zipkin"}, nil, `OTEL_TRACES_EXPORTER="zipkin": zipkin is not supported; use otlp, console or none`},
+		{[]string{"OTEL_TRACES_EXPORTER", "logging"}, nil, `OTEL_TRACES_EXPORTER="logging": logging is not supported (the specification deprecated it for console); use otlp, console or none`},
+		{[]string{"OTEL_TRACES_EXPORTER", "otlp,console"}, nil, `OTEL_TRACES_EXPORTER="otlp,console": only one exporter is supported; use otlp, console or none`},
+		{[]string{"OTEL_TRACES_EXPORTER", "prometheus"}, nil, `OTEL_TRACES_EXPORTER="prometheus": must be otlp, console or none`},
+		{[]string{"OTEL_METRICS_EXPORTER", "otlp,console"}, nil, `OTEL_METRICS_EXPORTER="otlp,console": only one of otlp and console is supported (prometheus may be listed beside it)`},
+		{[]string{"OTEL_METRICS_EXPORTER", "none,prometheus"}, nil, `OTEL_METRICS_EXPORTER="none,prometheus": none cannot be combined with another exporter`},
+		{[]string{"OTEL_METRICS_EXPORTER", "statsd"}, nil, `OTEL_METRICS_EXPORTER="statsd": must be otlp, console, prometheus or none`},
+		{[]string{"OTEL_EXPORTER_OTLP_TIMEOUT", "10s"}, nil, `OTEL_EXPORTER_OTLP_TIMEOUT="10s": must be a positive integer number of milliseconds`},
+		{[]string{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"}, nil, `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="0": must be a positive integer number of milliseconds`},
+		{[]string{"OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"}, nil, `OTEL_EXPORTER_OTLP_COMPRESSION="zstd": must be gzip or none`},
+		{[]string{"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "GZIP"}, nil, `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION="GZIP": must be gzip or none`},
+		{[]string{"OTEL_EXPORTER_OTLP_INSECURE", "yes"}, nil, `OTEL_EXPORTER_OTLP_INSECURE="yes": must be true or false`},
+		{[]string{"OTEL_EXPORTER_OTLP_TRACES_INSECURE", "1"}, nil, `OTEL_EXPORTER_OTLP_TRACES_INSECURE="1": must be true or false`},
+		{[]string{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317", "OTEL_EXPORTER_OTLP_INSECURE", "true"}, nil, `OTEL_EXPORTER_OTLP_INSECURE="true": contradicts the endpoint https://collector:4317 (OTEL_EXPORTER_OTLP_ENDPOINT), whose scheme says whether to use TLS: use http:// for none, https:// for TLS`},
+		{[]string{"OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false"}, nil, `OTEL_EXPORTER_OTLP_METRICS_INSECURE="false": contradicts the endpoint http://localhost:4318 (default)`},
+		{[]string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/ca.pem"}, nil, `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: set, but the endpoint http://collector:4318 (OTEL_EXPORTER_OTLP_ENDPOINT) has no TLS: use https://`},
+		{[]string{"OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"}, nil, `OTEL_EXPORTER_OTLP_CERTIFICATE="/nonexistent/ca.pem": cannot be read: no such file or directory`},
+		{[]string{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/tls/client.pem"}, nil, `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE="/tls/client.pem": OTEL_EXPORTER_OTLP_CLIENT_KEY must be set too`},
+		{[]string{"OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/tls/key.pem"}, nil, `OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY="/tls/key.pem": OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE must be set too`},
+		{[]string{"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "deltas"}, nil, `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="deltas": must be cumulative, delta or lowmemory`},
+		{[]string{"OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "exponential"}, nil, `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION="exponential": must be explicit_bucket_histogram or base2_exponential_bucket_histogram`},
+		{[]string{"OTEL_METRICS_EXEMPLAR_FILTER", "sometimes"}, nil, `OTEL_METRICS_EXEMPLAR_FILTER="sometimes": must be always_on, always_off or trace_based`},
+		{[]string{"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "-1"}, nil, `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT="-1": must be a non-negative integer`},
+		{[]string{"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1k"}, nil, `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="1k": must be a non-negative integer`},
+		{nil, []Option{WithShutdownTimeout(-time.Second)}, `WithShutdownTimeout(-1s): must be positive`},
 		{nil, []Option{WithSpanExporter(nil)}, `WithSpanExporter(nil): an exporter is required`},
 		{nil, []Option{WithMetricExporter(nil)}, `WithMetricExporter(nil): an exporter is required`},
 	} {
@@ -269,11 +306,13 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 		"OTEL_TRACES_SAMPLER_ARG", "2", "OTEL_TRACES_SAMPLER", "traceidratio",
 		"OTEL_METRIC_EXPORT_INTERVAL", "soon",
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json",
-	), []Option{WithQueueSize(-1)})
+		"OTEL_BSP_MAX_QUEUE_SIZE", "-1",
+	), []Option{WithShutdownTimeout(0)})
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"OTEL_TRACES_SAMPLER_ARG", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_PROTOCOL", "WithQueueSize"} {
+	for _, want := range []string{"OTEL_TRACES_SAMPLER_ARG", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_EXPORTER_OTLP_PROTOCOL",
+		"OTEL_BSP_MAX_QUEUE_SIZE", "WithShutdownTimeout"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
@@ -301,5 +340,61 @@ func TestDisabledSkipsOtherValidation(t *testing.T) {
 	}
 	if s := mustSettings(t, envMap(envSDKDisabled, "false")); s.disabled {
 		t.Error(`OTEL_SDK_DISABLED="false" disabled the SDK`)
+	}
+}
+
+// TestTLSFileValidation: the certificate variables name files; what the exporters would only
+// log before sending without them is an error at Start.
+func TestTLSFileValidation(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	caFile := writeFile(t, dir, "ca.pem", ca.certPEM)
+	client := ca.issue(t, "operator", false)
+	certFile := writeFile(t, dir, "client.pem", client.certPEM)
+	keyFile := writeFile(t, dir, "client-key.pem", client.keyPEM)
+	otherKey := writeFile(t, dir, "other-key.pem", ca.issue(t, "other", false).keyPEM)
+	notPEM := writeFile(t, dir, "not.pem", []byte("hello"))
+
+	mustSettings(t, envMap("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", caFile,
+		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_CLIENT_KEY", keyFile))
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", notPEM}, `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE="` + notPEM + `": holds no PEM certificate`},
+		{[]string{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_CLIENT_KEY", otherKey},
+			`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE="` + certFile + `" and OTEL_EXPORTER_OTLP_CLIENT_KEY="` + otherKey + `": not a certificate and its private key`},
+		{[]string{"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", dir + "/missing.pem"},
+			`OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY="` + dir + `/missing.pem": cannot be read: no such file or directory`},
+	} {
+		_, err := newSettings(envMap(tc.env...), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v; want it to contain %s", tc.env, err, tc.want)
+		}
+	}
+	// A complete per-signal pair replaces the general one, which is then not read.
+	mustSettings(t, envMap(envMetricsExporter, "none", "OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318",
+		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", notPEM, "OTEL_EXPORTER_OTLP_CLIENT_KEY", notPEM,
+		"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", keyFile))
+}
+
+func TestExporterSelection(t *testing.T) {
+	for _, tc := range []struct {
+		traces, metrics         string
+		wantTraces, wantMetrics string
+	}{
+		{"", "", "otlp", "otlp"},
+		{"otlp", "otlp", "otlp", "otlp"},
+		{"console", "console", "console", "console"},
+		{"none", "none", "none", "none"},
+		{" OTLP , otlp", "prometheus", "otlp", "none"},
+		{"Console", "otlp,prometheus", "console", "otlp"},
+		{"none", "prometheus,console", "none", "console"},
+	} {
+		s := mustSettings(t, envMap(envTracesExporter, tc.traces, envMetricsExporter, tc.metrics))
+		if s.tracesExporter != tc.wantTraces || s.metricsExporter != tc.wantMetrics {
+			t.Errorf("%q, %q: exporters %s, %s; want %s, %s", tc.traces, tc.metrics,
+				s.tracesExporter, s.metricsExporter, tc.wantTraces, tc.wantMetrics)
+		}
 	}
 }

@@ -5,7 +5,7 @@
 // (the signal context is done by then):
 //
 //	ctx := ctrl.SetupSignalHandler()
-//	tel, err := sdk.Start(ctx, sdk.WithServiceName("memcached-operator"), sdk.WithServiceVersion(version))
+//	tel, err := sdk.Start(ctx)
 //	if err != nil {
 //		setupLog.Error(err, "unable to set up OpenTelemetry")
 //		os.Exit(1)
@@ -20,44 +20,49 @@
 //		os.Exit(1)
 //	}
 //
-// Point it at the collector with OTEL_EXPORTER_OTLP_ENDPOINT: port 4318 for the default
-// protocol, http/protobuf, or port 4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc. docs/sdk.md in
-// the repository has the whole main.go, every option and variable, and the Downward API
-// snippet.
+// Configure it in the manager's Deployment, with the OpenTelemetry environment variables:
+// OTEL_SERVICE_NAME names the operator, OTEL_EXPORTER_OTLP_ENDPOINT points at the collector
+// (port 4318 for the default protocol, http/protobuf, or port 4317 with
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc). docs/sdk.md in the repository has the whole main.go, a
+// table of every variable with what Start does with it, and the Downward API snippet.
 //
 // # What Start sets up
 //
-// A resource describing the process: service.name (WithServiceName, else OTEL_SERVICE_NAME,
-// else service.name in OTEL_RESOURCE_ATTRIBUTES, else the executable's name), service.version,
-// a per-process service.instance.id, and k8s.pod.name, k8s.namespace.name, k8s.pod.uid and
-// k8s.node.name from the Downward API variables POD_NAME, POD_NAMESPACE, POD_UID and
-// NODE_NAME. OTEL_RESOURCE_ATTRIBUTES is merged in.
+// A resource describing the process: service.name (OTEL_SERVICE_NAME, else service.name in
+// OTEL_RESOURCE_ATTRIBUTES, else the executable's name), a per-process service.instance.id,
+// and k8s.pod.name, k8s.namespace.name, k8s.pod.uid and k8s.node.name from the Downward API
+// variables POD_NAME, POD_NAMESPACE, POD_UID and NODE_NAME. OTEL_RESOURCE_ATTRIBUTES is merged
+// in (service.version=v1.2.3, for instance).
 //
 // A tracer provider exporting over OTLP (http/protobuf by default, or gRPC). Its span
 // processor is this package's own bounded batcher: ending a span never blocks, the queue
-// never grows past WithQueueSize, and every span is counted either as exported or as dropped
-// (see below).
+// never grows past OTEL_BSP_MAX_QUEUE_SIZE, and every span is counted either as exported or
+// as dropped (see below).
 //
 // A meter provider with two readers: a periodic OTLP push that also carries the Prometheus
 // metrics controller-runtime registers on its metrics.Registry (reconcile, workqueue, REST
 // client), bridged with go.opentelemetry.io/contrib/bridges/prometheus; and an OpenTelemetry
 // Prometheus exporter registered on that same registry, so the manager's existing /metrics
-// endpoint serves the OpenTelemetry metrics too, without a second port. Families the
-// Prometheus exporter produced are kept out of the bridge, so no metric reaches the collector
-// twice.
+// endpoint serves the OpenTelemetry metrics too, without a second port, labelled like
+// controller-runtime's series (no otel_scope_* labels unless WithPrometheusScopeLabels).
+// Families the Prometheus exporter produced are kept out of the bridge, so no metric reaches
+// the collector twice.
 //
-// Unless WithoutGlobal is given, both providers and the W3C tracecontext+baggage propagator
-// become OpenTelemetry's globals, which is where instrumentation/controllerruntime looks by
-// default.
+// Unless WithoutGlobal is given, both providers and the propagators of OTEL_PROPAGATORS (W3C
+// tracecontext and baggage by default) become OpenTelemetry's globals, which is where
+// instrumentation/controllerruntime looks by default.
 //
 // # Configuration
 //
-// Every option has an environment variable counterpart from the OpenTelemetry specification
-// (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG],
-// OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]{ENDPOINT,PROTOCOL,HEADERS},
-// OTEL_METRIC_EXPORT_INTERVAL, OTEL_SDK_DISABLED); an option always wins over its variable.
-// Start validates what it will use and fails with an error that names the variable and its
-// value, for example
+// What the OpenTelemetry specification's environment variables can say comes from them and
+// from nowhere else: the service name and resource, the exporters (OTEL_TRACES_EXPORTER,
+// OTEL_METRICS_EXPORTER: otlp, console or none), every OTEL_EXPORTER_OTLP_* setting, the
+// sampler, the propagators, the span batching (OTEL_BSP_*), the metric interval, and
+// OTEL_SDK_DISABLED. The options cover what no variable does (the Prometheus registry, the
+// logger, the shutdown bound, globals, exporters for tests); an option always wins over the
+// environment. Start validates what it will use, including what the exporters read themselves
+// and would otherwise silently replace with a default, and fails with an error that names the
+// variable and its value, for example
 //
 //	OTEL_TRACES_SAMPLER_ARG="1.5": must be a number between 0 and 1
 //
@@ -83,7 +88,7 @@
 // HTTP): every export would fail. Shutdown is bounded, 5s by default (WithShutdownTimeout),
 // whatever the collector does.
 //
-// Tests use WithSpanExporter and WithMetricExporter with in-memory exporters, and
+// Tests use WithSpanExporter and WithMetricExporter with in-memory exporters,
 // WithPrometheusRegisterer(prometheus.NewRegistry()) so that they do not share
-// controller-runtime's global registry.
+// controller-runtime's global registry, WithoutGlobal, and t.Setenv for any variable.
 package sdk

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -22,19 +23,22 @@ import (
 	"github.com/gowatchtower/watchtower/semconv"
 )
 
-// Start with in-memory exporters instead of OTLP, as a unit test of an operator would.
+// Start with in-memory exporters instead of OTLP, as a unit test of an operator would. The
+// service name comes from OTEL_SERVICE_NAME, as everything the environment can say does; a
+// Deployment sets it, a test sets it with t.Setenv.
 func Example() {
+	defer setenv("OTEL_SERVICE_NAME", "memcached-operator")()
+
 	ctx := context.Background()
 	spans := tracetest.NewInMemoryExporter()
-	tel, err := sdk.Start(ctx,
-		sdk.WithServiceName("memcached-operator"),
+	testOptions := []sdk.Option{
 		sdk.WithoutGlobal(),
 		sdk.WithSpanExporter(spans),
 		sdk.WithMetricExporter(discard{}),
 		// A private registry: tests must not share controller-runtime's global one.
 		sdk.WithPrometheusRegisterer(prometheus.NewRegistry()),
-		sdk.WithPrometheusGatherer(nil),
-	)
+	}
+	tel, err := sdk.Start(ctx, testOptions...)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -63,7 +67,8 @@ func Example() {
 }
 
 // The OpenTelemetry metrics are served by the Prometheus registry the manager already
-// serves (controller-runtime's metrics.Registry by default; a private one here).
+// serves (controller-runtime's metrics.Registry by default; a private one here), labelled like
+// controller-runtime's own series.
 func Example_prometheus() {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
@@ -72,7 +77,6 @@ func Example_prometheus() {
 		sdk.WithSpanExporter(tracetest.NewNoopExporter()),
 		sdk.WithMetricExporter(discard{}),
 		sdk.WithPrometheusRegisterer(reg),
-		sdk.WithPrometheusGatherer(reg),
 	)
 	if err != nil {
 		fmt.Println(err)
@@ -83,13 +87,55 @@ func Example_prometheus() {
 	reconciles, _ := tel.MeterProvider().Meter("example").Int64Counter(semconv.ReconcilesName)
 	reconciles.Add(ctx, 1, metric.WithAttributes(semconv.ControllerName("memcached")))
 
-	families, _ := reg.Gather()
-	for _, f := range families {
-		fmt.Println(f.GetName())
-	}
+	printSeries(reg, semconv.ReconcilesPrometheusName)
 	// Output:
-	// target_info
-	// watchtower_reconciles_total
+	// watchtower_reconciles_total{watchtower_controller_name="memcached"} 1
+}
+
+// WithPrometheusScopeLabels keeps the labels naming the meter that recorded each series.
+func ExampleWithPrometheusScopeLabels() {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	tel, err := sdk.Start(ctx,
+		sdk.WithPrometheusScopeLabels(),
+		sdk.WithoutGlobal(),
+		sdk.WithSpanExporter(tracetest.NewNoopExporter()),
+		sdk.WithMetricExporter(discard{}),
+		sdk.WithPrometheusRegisterer(reg),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer func() { _ = tel.Shutdown(ctx) }()
+
+	reconciles, _ := tel.MeterProvider().Meter("example").Int64Counter(semconv.ReconcilesName)
+	reconciles.Add(ctx, 1, metric.WithAttributes(semconv.ControllerName("memcached")))
+
+	printSeries(reg, semconv.ReconcilesPrometheusName)
+	// Output:
+	// watchtower_reconciles_total{otel_scope_name="example",otel_scope_schema_url="",otel_scope_version="",watchtower_controller_name="memcached"} 1
+}
+
+// printSeries prints the series of one family in the text exposition format.
+func printSeries(g prometheus.Gatherer, family string) {
+	families, err := g.Gather()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, f := range families {
+		if f.GetName() != family {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			fmt.Printf("%s{%s} %g\n", family, strings.Join(labels, ","), m.GetCounter().GetValue())
+		}
+	}
 }
 
 // A kubebuilder cmd/main.go: start telemetry before the manager, shut it down after the
@@ -101,10 +147,9 @@ func Example_kubebuilderMain() {
 	setupLog := ctrl.Log.WithName("setup")
 	ctx := ctrl.SetupSignalHandler()
 
-	tel, err := sdk.Start(ctx,
-		sdk.WithServiceName("memcached-operator"),
-		sdk.WithServiceVersion("v0.1.0"),
-	)
+	// OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT and the other variables come from the
+	// Deployment (docs/sdk.md).
+	tel, err := sdk.Start(ctx)
 	if err != nil {
 		setupLog.Error(err, "unable to set up OpenTelemetry")
 		os.Exit(1)
@@ -137,14 +182,14 @@ func Example_kubebuilderMain() {
 // here; controller-runtime's logger by default). Here the endpoint has the OTLP/gRPC port while
 // the protocol is the default http/protobuf, so Start warns, once, with the fix.
 func ExampleWithLogger() {
+	defer setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otelcol-watchtower.observability:4317")()
+
 	logger := funcr.New(func(_, args string) { fmt.Println(args) }, funcr.Options{})
 	tel, err := sdk.Start(context.Background(),
 		sdk.WithLogger(logger),
-		sdk.WithEndpoint("http://otelcol-watchtower.observability:4317"),
 		sdk.WithoutGlobal(),
 		sdk.WithMetricExporter(discard{}),
 		sdk.WithPrometheusRegisterer(prometheus.NewRegistry()),
-		sdk.WithPrometheusGatherer(nil),
 	)
 	if err != nil {
 		fmt.Println(err)
@@ -152,7 +197,7 @@ func ExampleWithLogger() {
 	}
 	_ = tel.Shutdown(context.Background()) // nothing was recorded: nothing is sent
 	// Output:
-	// "level"=0 "msg"="OTLP endpoint port does not match the protocol: every export will fail and be counted as dropped" "signals"="traces" "endpoint"="http://otelcol-watchtower.observability:4317" "endpointFrom"="WithEndpoint" "protocol"="http/protobuf" "protocolFrom"="default" "fix"="4317 is the OTLP/gRPC port: use port 4318 in WithEndpoint for http/protobuf, or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc"
+	// "level"=0 "msg"="OTLP endpoint port does not match the protocol: every export will fail and be counted as dropped" "signals"="traces" "endpoint"="http://otelcol-watchtower.observability:4317" "endpointFrom"="OTEL_EXPORTER_OTLP_ENDPOINT" "protocol"="http/protobuf" "protocolFrom"="default" "fix"="4317 is the OTLP/gRPC port: use port 4318 in OTEL_EXPORTER_OTLP_ENDPOINT for http/protobuf, or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc"
 }
 
 // Shutdown(context.Background()) is bounded even when the collector accepts connections and
@@ -180,14 +225,14 @@ func ExampleWithShutdownTimeout() {
 		}
 	}()
 
+	defer setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())()
+
 	ctx := context.Background()
 	tel, err := sdk.Start(ctx,
-		sdk.WithEndpoint("http://"+lis.Addr().String()),
 		sdk.WithShutdownTimeout(time.Second),
 		sdk.WithLogger(logr.Discard()),
 		sdk.WithoutGlobal(),
 		sdk.WithPrometheusRegisterer(prometheus.NewRegistry()),
-		sdk.WithPrometheusGatherer(nil),
 	)
 	if err != nil {
 		fmt.Println(err)
@@ -205,8 +250,23 @@ func ExampleWithShutdownTimeout() {
 	// gave up at the deadline: true
 }
 
-// discard is a metric exporter that drops everything. Real programs keep the default OTLP
-// exporter, or pass another backend's exporter (e.g. stdoutmetric) to WithMetricExporter.
+// setenv sets an environment variable until the returned function restores it: examples
+// have no t.Setenv.
+func setenv(name, value string) (restore func()) {
+	old, had := os.LookupEnv(name)
+	_ = os.Setenv(name, value)
+	return func() {
+		if had {
+			_ = os.Setenv(name, old)
+		} else {
+			_ = os.Unsetenv(name)
+		}
+	}
+}
+
+// discard is a metric exporter that drops everything. Real programs keep the exporter that
+// OTEL_METRICS_EXPORTER selects (OTLP by default), or pass another backend's exporter to
+// WithMetricExporter.
 type discard struct{}
 
 func (discard) Temporality(k sdkmetric.InstrumentKind) metricdata.Temporality {

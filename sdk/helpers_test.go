@@ -26,8 +26,16 @@ func withReader(r sdkmetric.Reader) Option {
 	return optionFunc(func(c *config) { c.extraReaders = append(c.extraReaders, r) })
 }
 
-func withBatchTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.batchTimeout = d })
+// withSampler sets a sampler that OTEL_TRACES_SAMPLER cannot name.
+func withSampler(s sdktrace.Sampler) Option {
+	return optionFunc(func(c *config) { c.sampler = s })
+}
+
+// noTimerExports sets OTEL_BSP_SCHEDULE_DELAY far beyond any test, so that spans are only
+// exported by a full batch, ForceFlush or Shutdown.
+func noTimerExports(t *testing.T) {
+	t.Helper()
+	t.Setenv(envBSPScheduleDelay, "3600000")
 }
 
 // clearEnv blanks every variable Start or the OTLP exporters read, so that the machine's
@@ -45,13 +53,13 @@ func clearEnv(t *testing.T) {
 	}
 }
 
-// startTest calls Start with a private Prometheus registry (as both registerer and gatherer, so the
-// bridge filter is always exercised), no globals, and the given options on top; Shutdown runs
-// at cleanup.
+// startTest calls Start with a private Prometheus registry (which the bridge then reads too, so
+// its filter is always exercised), no globals, and the given options on top; Shutdown runs at
+// cleanup.
 func startTest(t *testing.T, opts ...Option) *Telemetry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	base := []Option{WithoutGlobal(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg)}
+	base := []Option{WithoutGlobal(), WithPrometheusRegisterer(reg)}
 	tel, err := Start(context.Background(), append(base, opts...)...)
 	if err != nil {
 		t.Fatalf("Start: %v", err)

@@ -36,10 +36,10 @@ func warnEndpointPorts(s *settings) {
 		}
 		found = append(found, &mismatch{o: o, signals: []string{signal}})
 	}
-	if s.spanExporter == nil {
+	if s.spanExporter == nil && s.tracesExporter == exporterOTLP {
 		check("traces", s.traces)
 	}
-	if s.metricExporter == nil {
+	if s.metricExporter == nil && s.metricsExporter == exporterOTLP {
 		check("metrics", s.metrics)
 	}
 	for _, m := range found {
@@ -58,28 +58,17 @@ func portFix(o otlpSettings) string {
 	if err != nil {
 		return ""
 	}
-	endpoint := o.endpointFrom
 	protocol := o.protocolFrom
 	if protocol == "default" {
 		protocol = envOTLPPrefix + "PROTOCOL"
 	}
 	switch {
-	case u.Port() == portGRPC && o.protocol == ProtocolHTTPProtobuf:
-		if protocol == "WithProtocol" {
-			protocol = `WithProtocol("grpc")`
-		} else {
-			protocol += "=grpc"
-		}
-		return fmt.Sprintf("%s is the OTLP/gRPC port: use port %s in %s for http/protobuf, or set %s",
-			portGRPC, portHTTP, endpoint, protocol)
-	case u.Port() == portHTTP && o.protocol == ProtocolGRPC:
-		if protocol == "WithProtocol" {
-			protocol = `WithProtocol("http/protobuf")`
-		} else {
-			protocol += "=http/protobuf"
-		}
-		return fmt.Sprintf("%s is the OTLP/HTTP port: use port %s in %s for grpc, or set %s",
-			portHTTP, portGRPC, endpoint, protocol)
+	case u.Port() == portGRPC && o.protocol == protocolHTTPProtobuf:
+		return fmt.Sprintf("%s is the OTLP/gRPC port: use port %s in %s for http/protobuf, or set %s=grpc",
+			portGRPC, portHTTP, o.endpointFrom, protocol)
+	case u.Port() == portHTTP && o.protocol == protocolGRPC:
+		return fmt.Sprintf("%s is the OTLP/HTTP port: use port %s in %s for grpc, or set %s=http/protobuf",
+			portHTTP, portGRPC, o.endpointFrom, protocol)
 	}
 	return ""
 }

@@ -93,8 +93,10 @@ func TestPortMismatchWarning(t *testing.T) {
 			[]want{{"traces,metrics", general, []string{"4317 is the OTLP/gRPC port", "port 4318 in " + general, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}}}},
 		{"grpc on 4318", envMap(general, "http://collector:4318", protocol, "grpc"), nil,
 			[]want{{"traces,metrics", general, []string{"4318 is the OTLP/HTTP port", "port 4317", "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}}}},
-		{"options", envMap(), []Option{WithEndpoint("http://collector:4318"), WithProtocol(ProtocolGRPC)},
-			[]want{{"traces,metrics", "WithEndpoint", []string{"port 4317 in WithEndpoint", `WithProtocol("http/protobuf")`}}}},
+		{"per-signal protocol", envMap(general, "http://collector:4318", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"), nil,
+			[]want{{"metrics", general, []string{"port 4317 in " + general, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/protobuf"}}}},
+		{"a console or no exporter is not checked",
+			envMap(general, "http://collector:4317", envTracesExporter, "console", envMetricsExporter, "none"), nil, nil},
 		{"per-signal endpoint: only traces", envMap(general, "http://collector:4318", tracesEndpoint, "http://collector:4317/v1/traces"), nil,
 			[]want{{"traces", tracesEndpoint, []string{"port 4318 in " + tracesEndpoint}}}},
 		{"different mismatches: one line each",
@@ -257,7 +259,7 @@ func TestGlobalErrorHandler(t *testing.T) {
 	sink := &captureSink{}
 	reg := prometheus.NewRegistry()
 	tel, err := Start(context.Background(), WithLogger(logr.New(sink)), WithPrometheusRegisterer(reg),
-		WithPrometheusGatherer(nil), WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{}))
+		WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,17 +314,19 @@ func blackHole(t *testing.T) string {
 // exporters' own timeouts and retries, over either protocol.
 func TestShutdownWithoutDeadlineIsBounded(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		opts  []Option
-		bound time.Duration
+		name     string
+		protocol string
+		opts     []Option
+		bound    time.Duration
 	}{
-		{"default bound, http/protobuf", nil, defaultShutdownTimeout},
-		{"WithShutdownTimeout, grpc", []Option{WithProtocol(ProtocolGRPC), WithShutdownTimeout(time.Second)}, time.Second},
+		{"default bound, http/protobuf", "http/protobuf", nil, defaultShutdownTimeout},
+		{"WithShutdownTimeout, grpc", "grpc", []Option{WithShutdownTimeout(time.Second)}, time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
-			opts := append([]Option{WithEndpoint(blackHole(t)), WithLogger(logr.Discard())}, tc.opts...)
-			tel := startTest(t, opts...)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", blackHole(t))
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
+			tel := startTest(t, append([]Option{WithLogger(logr.Discard())}, tc.opts...)...)
 			endSpans(tel, "reconcile", 3)
 
 			start := time.Now()

@@ -148,13 +148,12 @@ func TestOTLPgRPCToLoopbackCollector(t *testing.T) {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 
-	// Options win over the environment: these variables point nowhere useful.
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=from-env")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team-a")
+	t.Setenv("OTEL_SERVICE_NAME", "memcached-operator")
 
-	tel := startTest(t, WithEndpoint("http://"+lis.Addr().String()), WithProtocol("grpc"),
-		WithHeaders(map[string]string{"x-tenant": "team-a"}), WithServiceName("memcached-operator"))
+	tel := startTest(t)
 	endSpans(tel, semconv.ReconcileSpanName("memcached"), 5)
 	if err := tel.Shutdown(ctxT(t)); err != nil {
 		t.Fatalf("Shutdown: %v", err)
@@ -228,7 +227,8 @@ func TestShutdownWithUnreachableCollector(t *testing.T) {
 	addr := lis.Addr().String()
 	_ = lis.Close() // a loopback port with nobody behind it
 
-	tel := startTest(t, WithEndpoint("http://"+addr))
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+addr)
+	tel := startTest(t)
 	endSpans(tel, "reconcile", 3)
 
 	// A short deadline keeps the test fast; the assertion is only that Shutdown returns.

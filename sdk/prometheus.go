@@ -45,22 +45,58 @@ func registerGuard(reg prometheus.Registerer) (registrationGuard, error) {
 	return g, nil
 }
 
+// teeRegisterer registers the OpenTelemetry Prometheus exporter's collector on the user's
+// registerer, which serves it, and on a private registry, which tells the bridge what it
+// serves. The collector describes nothing ("unchecked"), so both registries accept it.
+type teeRegisterer struct {
+	prometheus.Registerer
+	own *prometheus.Registry
+}
+
+func (t teeRegisterer) Register(c prometheus.Collector) error {
+	if err := t.Registerer.Register(c); err != nil {
+		return err
+	}
+	if err := t.own.Register(c); err != nil {
+		t.Registerer.Unregister(c)
+		return err
+	}
+	return nil
+}
+
+func (t teeRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := t.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (t teeRegisterer) Unregister(c prometheus.Collector) bool {
+	t.own.Unregister(c)
+	return t.Registerer.Unregister(c)
+}
+
 // Names of the metadata families an OpenTelemetry Prometheus exporter emits.
 const (
-	promTargetInfo    = "target_info"
-	promScopeInfo     = "otel_scope_info" // older exporters
-	promScopeNameAttr = "otel_scope_name"
+	promTargetInfo = "target_info"
+	promScopeInfo  = "otel_scope_info" // older exporters
 )
 
-// bridgeGatherer is what the Prometheus→OTLP bridge reads. It hides the families that an
-// OpenTelemetry Prometheus exporter produced: our own exporter is registered on the same
-// registry (controller-runtime's), so without this every OpenTelemetry metric would reach the
-// collector twice, once natively and once round-tripped through Prometheus.
+// bridgeGatherer is what the Prometheus→OTLP bridge reads. It hides the families that our
+// own Prometheus exporter serves: it is registered on the same registry (controller-runtime's),
+// so without this every OpenTelemetry metric would reach the collector twice, once natively
+// and once round-tripped through Prometheus.
 //
-// A family is recognised by what the exporter stamps on it, not by its name: every series it
-// writes carries the otel_scope_name label, and the resource becomes target_info. That covers
-// metrics of any meter, not only watchtower_*; controller-runtime's metrics never carry it.
-type bridgeGatherer struct{ g prometheus.Gatherer }
+// A family is recognised by its name: own gathers the exporter alone, so its names are
+// exactly ours, whatever meter created them and whether or not the series carry the
+// otel_scope_* labels (by default they do not, and then nothing else tells them apart from
+// controller-runtime's). own is gathered after g: an instrument created in between is then
+// still recognised, as instruments are never removed.
+type bridgeGatherer struct {
+	g   prometheus.Gatherer
+	own prometheus.Gatherer // nil: no exporter of ours on g
+}
 
 func (b bridgeGatherer) Gather() ([]*dto.MetricFamily, error) {
 	mfs, err := b.g.Gather()
@@ -69,25 +105,19 @@ func (b bridgeGatherer) Gather() ([]*dto.MetricFamily, error) {
 		// everything on error, so report it and bridge the rest.
 		otel.Handle(fmt.Errorf("sdk: gathering Prometheus metrics for the OTLP bridge: %w", err))
 	}
+	ours := map[string]bool{promTargetInfo: true, promScopeInfo: true}
+	if b.own != nil {
+		// A family that failed to gather is still returned with the others.
+		own, _ := b.own.Gather()
+		for _, mf := range own {
+			ours[mf.GetName()] = true
+		}
+	}
 	out := mfs[:0]
 	for _, mf := range mfs {
-		if !fromOTelExporter(mf) {
+		if !ours[mf.GetName()] {
 			out = append(out, mf)
 		}
 	}
 	return out, nil
-}
-
-func fromOTelExporter(mf *dto.MetricFamily) bool {
-	if name := mf.GetName(); name == promTargetInfo || name == promScopeInfo {
-		return true
-	}
-	for _, m := range mf.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == promScopeNameAttr {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/exporters/stdout/stdoutmetric"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -103,12 +105,13 @@ func noopTelemetry() *Telemetry {
 // Start sets up OpenTelemetry for the process: the resource, a tracer provider exporting over
 // OTLP through a bounded queue, and a meter provider that pushes over OTLP (with
 // controller-runtime's Prometheus metrics bridged in) and serves on controller-runtime's
-// Prometheus registry. Unless WithoutGlobal is given, it installs both providers, the W3C
-// tracecontext+baggage propagator and an error handler that logs to WithLogger's logger as
-// OpenTelemetry's globals.
+// Prometheus registry. Unless WithoutGlobal is given, it installs both providers, the
+// propagators (W3C tracecontext and baggage by default) and an error handler that logs to
+// WithLogger's logger as OpenTelemetry's globals.
 //
-// Options win over environment variables. Invalid configuration, in options or in the
-// environment, is reported all at once, each problem naming the option or variable and its
+// Start is configured by the OTEL_* environment variables of the OpenTelemetry specification
+// (docs/sdk.md lists each one and what Start does with it); options win over them. Invalid
+// configuration is reported all at once, each problem naming the option or variable and its
 // value. With OTEL_SDK_DISABLED=true, Start returns no-op providers and touches nothing.
 //
 // ctx is only used while starting; call Shutdown on the result before the process exits.
@@ -125,6 +128,9 @@ func Start(ctx context.Context, opts ...Option) (*Telemetry, error) {
 
 func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 	warnEndpointPorts(s)
+	for _, w := range s.warnings {
+		s.log().Info(w.msg, w.kvs...)
+	}
 	errLog := newErrorLog(s.log)
 
 	res, err := newResource(ctx, s)
@@ -142,32 +148,42 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 		}
 	}()
 
-	spanExp := s.spanExporter
-	if spanExp == nil {
-		if spanExp, err = newOTLPSpanExporter(ctx, s.traces); err != nil {
-			return nil, fmt.Errorf("sdk: creating the OTLP span exporter (%s): %w", s.traces.protocol, err)
-		}
+	spanExp, err := newSpanExporter(ctx, s)
+	if err != nil {
+		return nil, err
 	}
-	undo = append(undo, spanExp.Shutdown)
+	if spanExp != nil {
+		undo = append(undo, spanExp.Shutdown)
+	}
+	metricExp, err := newMetricExporter(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 
-	metricExp := s.metricExporter
-	if metricExp == nil {
-		if metricExp, err = newOTLPMetricExporter(ctx, s.metrics); err != nil {
-			return nil, fmt.Errorf("sdk: creating the OTLP metric exporter (%s): %w", s.metrics.protocol, err)
+	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res)}
+	// own holds the Prometheus exporter's collector alone: what it gathers is exactly the
+	// families this Telemetry serves, which the bridge must not push a second time.
+	var own *prometheus.Registry
+	if s.promRegisterer != nil {
+		own = prometheus.NewRegistry()
+	}
+	var counting *countingMetricExporter
+	if metricExp != nil {
+		counting = &countingMetricExporter{Exporter: metricExp}
+		pushOpts := []sdkmetric.PeriodicReaderOption{
+			sdkmetric.WithInterval(s.metricInterval),
+			sdkmetric.WithTimeout(s.metricTimeout),
 		}
+		if s.promGatherer != nil {
+			pushOpts = append(pushOpts, sdkmetric.WithProducer(
+				promBridge.NewMetricProducer(promBridge.WithGatherer(bridgeGatherer{g: s.promGatherer, own: own}))))
+		}
+		push := sdkmetric.NewPeriodicReader(counting, pushOpts...)
+		// Until the meter provider owns the reader, shutting the reader down is what releases
+		// the metric exporter.
+		undo = append(undo, push.Shutdown)
+		mpOpts = append(mpOpts, sdkmetric.WithReader(push))
 	}
-	counting := &countingMetricExporter{Exporter: metricExp}
-
-	pushOpts := []sdkmetric.PeriodicReaderOption{sdkmetric.WithInterval(s.metricInterval)}
-	if s.promGatherer != nil {
-		pushOpts = append(pushOpts, sdkmetric.WithProducer(
-			promBridge.NewMetricProducer(promBridge.WithGatherer(bridgeGatherer{g: s.promGatherer}))))
-	}
-	push := sdkmetric.NewPeriodicReader(counting, pushOpts...)
-	// Until the meter provider owns the reader, shutting the reader down is what releases the
-	// metric exporter.
-	undo = append(undo, push.Shutdown)
-	mpOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(push)}
 
 	var releaseRegisterer func()
 	if reg := s.promRegisterer; reg != nil {
@@ -178,7 +194,11 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 		releaseRegisterer = func() { reg.Unregister(guard) }
 		undo = append(undo, func(context.Context) error { releaseRegisterer(); return nil })
 
-		pull, err := otelprom.New(otelprom.WithRegisterer(reg))
+		promOpts := []otelprom.Option{otelprom.WithRegisterer(teeRegisterer{Registerer: reg, own: own})}
+		if !s.scopeLabels {
+			promOpts = append(promOpts, otelprom.WithoutScopeInfo())
+		}
+		pull, err := otelprom.New(promOpts...)
 		if pull != nil {
 			// Shutting the reader down turns the exporter's collector, which cannot be
 			// unregistered, into one that collects nothing.
@@ -199,20 +219,24 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("sdk: creating the self-observability counters: %w", err)
 	}
-	counting.counters.Store(self)
+	if counting != nil {
+		counting.counters.Store(self)
+	}
 
-	bsp := newBoundedBatchProcessor(spanExp, self, errLog, s)
-	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(s.sampler),
-		sdktrace.WithSpanProcessor(bsp),
-	)
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(s.sampler)}
+	// With OTEL_TRACES_EXPORTER=none spans are still sampled and carry IDs: the reconcile's log
+	// lines and the traceparent sent to the API server keep working, nothing is exported.
+	var bsp *boundedBatchProcessor
+	if spanExp != nil {
+		bsp = newBoundedBatchProcessor(spanExp, self, errLog, s)
+		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(bsp))
+	}
+	tp := sdktrace.NewTracerProvider(tpOpts...)
 
 	if !s.noGlobal {
 		otel.SetTracerProvider(tp)
 		otel.SetMeterProvider(mp)
-		otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
-			propagation.TraceContext{}, propagation.Baggage{}))
+		otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(s.propagators...))
 		// The OpenTelemetry SDK reports failed exports (the periodic metric push, the OTLP
 		// exporters) only there; its default writes every one of them to stderr.
 		otel.SetErrorHandler(errLog)
@@ -232,8 +256,10 @@ func start(ctx context.Context, s *settings) (_ *Telemetry, retErr error) {
 			}
 			// The tracer provider skips its processors when ctx is already done; the processor
 			// must still stop its worker and count what it holds.
-			if err := bsp.Shutdown(ctx); err != nil {
-				errs = append(errs, err)
+			if bsp != nil {
+				if err := bsp.Shutdown(ctx); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			if err := mp.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("sdk: shutting down the meter provider: %w", err))
@@ -254,18 +280,11 @@ var instanceID = sync.OnceValue(uuid.NewString)
 
 // newResource merges, lowest precedence first: the SDK and host attributes, the defaults
 // (executable name, instance ID), the Downward API variables, OTEL_RESOURCE_ATTRIBUTES and
-// OTEL_SERVICE_NAME, WithResourceAttributes, and WithServiceName/WithServiceVersion.
+// OTEL_SERVICE_NAME.
 func newResource(ctx context.Context, s *settings) (*resource.Resource, error) {
 	defaults := []attribute.KeyValue{
 		semconv.ServiceName(executableName()),
 		semconv.ServiceInstanceID(instanceID()),
-	}
-	var named []attribute.KeyValue
-	if s.serviceName != "" {
-		named = append(named, semconv.ServiceName(s.serviceName))
-	}
-	if s.serviceVersion != "" {
-		named = append(named, semconv.ServiceVersion(s.serviceVersion))
 	}
 	res, err := resource.New(ctx,
 		resource.WithSchemaURL(semconv.SchemaURL),
@@ -274,8 +293,6 @@ func newResource(ctx context.Context, s *settings) (*resource.Resource, error) {
 		resource.WithAttributes(defaults...),
 		resource.WithAttributes(s.k8sAttrs...),
 		resource.WithAttributes(s.envAttrs...),
-		resource.WithAttributes(s.optAttrs...),
-		resource.WithAttributes(named...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: building the resource: %w", err)
@@ -283,58 +300,81 @@ func newResource(ctx context.Context, s *settings) (*resource.Resource, error) {
 	return res, nil
 }
 
-// newOTLPSpanExporter passes only what options set; the exporter reads the rest from the
-// environment, which newSettings has validated.
+// newSpanExporter returns WithSpanExporter's exporter or the one OTEL_TRACES_EXPORTER names;
+// nil for none.
+func newSpanExporter(ctx context.Context, s *settings) (sdktrace.SpanExporter, error) {
+	if s.spanExporter != nil {
+		return s.spanExporter, nil
+	}
+	switch s.tracesExporter {
+	case exporterNone:
+		return nil, nil
+	case exporterConsole:
+		// os.Stdout as it is now: the exporter's own default is the one of its init.
+		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stdout))
+		if err != nil {
+			return nil, fmt.Errorf("sdk: creating the console span exporter: %w", err)
+		}
+		return exp, nil
+	}
+	exp, err := newOTLPSpanExporter(ctx, s.traces)
+	if err != nil {
+		return nil, fmt.Errorf("sdk: creating the OTLP span exporter (%s): %w", s.traces.protocol, err)
+	}
+	return exp, nil
+}
+
+// newMetricExporter returns WithMetricExporter's exporter or the push exporter
+// OTEL_METRICS_EXPORTER names; nil for none.
+func newMetricExporter(ctx context.Context, s *settings) (sdkmetric.Exporter, error) {
+	if s.metricExporter != nil {
+		return s.metricExporter, nil
+	}
+	switch s.metricsExporter {
+	case exporterNone:
+		return nil, nil
+	case exporterConsole:
+		exp, err := stdoutmetric.New(stdoutmetric.WithWriter(os.Stdout))
+		if err != nil {
+			return nil, fmt.Errorf("sdk: creating the console metric exporter: %w", err)
+		}
+		return exp, nil
+	}
+	exp, err := newOTLPMetricExporter(ctx, s.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("sdk: creating the OTLP metric exporter (%s): %w", s.metrics.protocol, err)
+	}
+	return exp, nil
+}
+
+// newOTLPSpanExporter passes only the default endpoint; the exporter reads everything else
+// from the environment, which newSettings has validated.
 func newOTLPSpanExporter(ctx context.Context, o otlpSettings) (sdktrace.SpanExporter, error) {
-	if o.protocol == ProtocolHTTPProtobuf {
+	if o.protocol == protocolHTTPProtobuf {
 		var opts []otlptracehttp.Option
-		if o.endpoint != "" {
-			opts = append(opts, otlptracehttp.WithEndpointURL(signalURL(o.endpoint, "v1/traces")))
-		}
-		if o.insecure {
-			opts = append(opts, otlptracehttp.WithInsecure())
-		}
-		if o.headers != nil {
-			opts = append(opts, otlptracehttp.WithHeaders(o.headers))
+		if o.defaultEndpoint != "" {
+			opts = append(opts, otlptracehttp.WithEndpointURL(signalURL(o.defaultEndpoint, "v1/traces")))
 		}
 		return otlptracehttp.New(ctx, opts...)
 	}
 	var opts []otlptracegrpc.Option
-	if o.endpoint != "" {
-		opts = append(opts, otlptracegrpc.WithEndpointURL(o.endpoint))
-	}
-	if o.insecure {
-		opts = append(opts, otlptracegrpc.WithInsecure())
-	}
-	if o.headers != nil {
-		opts = append(opts, otlptracegrpc.WithHeaders(o.headers))
+	if o.defaultEndpoint != "" {
+		opts = append(opts, otlptracegrpc.WithEndpointURL(o.defaultEndpoint))
 	}
 	return otlptracegrpc.New(ctx, opts...)
 }
 
 func newOTLPMetricExporter(ctx context.Context, o otlpSettings) (sdkmetric.Exporter, error) {
-	if o.protocol == ProtocolHTTPProtobuf {
+	if o.protocol == protocolHTTPProtobuf {
 		var opts []otlpmetrichttp.Option
-		if o.endpoint != "" {
-			opts = append(opts, otlpmetrichttp.WithEndpointURL(signalURL(o.endpoint, "v1/metrics")))
-		}
-		if o.insecure {
-			opts = append(opts, otlpmetrichttp.WithInsecure())
-		}
-		if o.headers != nil {
-			opts = append(opts, otlpmetrichttp.WithHeaders(o.headers))
+		if o.defaultEndpoint != "" {
+			opts = append(opts, otlpmetrichttp.WithEndpointURL(signalURL(o.defaultEndpoint, "v1/metrics")))
 		}
 		return otlpmetrichttp.New(ctx, opts...)
 	}
 	var opts []otlpmetricgrpc.Option
-	if o.endpoint != "" {
-		opts = append(opts, otlpmetricgrpc.WithEndpointURL(o.endpoint))
-	}
-	if o.insecure {
-		opts = append(opts, otlpmetricgrpc.WithInsecure())
-	}
-	if o.headers != nil {
-		opts = append(opts, otlpmetricgrpc.WithHeaders(o.headers))
+	if o.defaultEndpoint != "" {
+		opts = append(opts, otlpmetricgrpc.WithEndpointURL(o.defaultEndpoint))
 	}
 	return otlpmetricgrpc.New(ctx, opts...)
 }
@@ -344,7 +384,7 @@ func newOTLPMetricExporter(ctx context.Context, o otlpSettings) (sdkmetric.Expor
 func signalURL(base, signalPath string) string {
 	u, err := url.JoinPath(base, signalPath)
 	if err != nil {
-		return base // unreachable: base was validated as a URL
+		return base // unreachable: base is a constant URL
 	}
 	return u
 }
@@ -355,4 +395,5 @@ var (
 	_ sdkmetric.Exporter     = (*countingMetricExporter)(nil)
 	_ prometheus.Collector   = registrationGuard{}
 	_ prometheus.Gatherer    = bridgeGatherer{}
+	_ prometheus.Registerer  = teeRegisterer{}
 )

@@ -23,39 +23,6 @@ import (
 	"github.com/gowatchtower/watchtower/semconv"
 )
 
-func TestDisabled(t *testing.T) {
-	clearEnv(t)
-	t.Setenv(envSDKDisabled, "true")
-	t.Setenv(envTracesSampler, "not-a-sampler") // ignored: the SDK is off
-	reg := prometheus.NewRegistry()
-	exp := tracetest.NewInMemoryExporter()
-
-	tel, err := Start(context.Background(), WithPrometheusRegisterer(reg), WithSpanExporter(exp))
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	_, span := tel.TracerProvider().Tracer("t").Start(context.Background(), "reconcile")
-	if span.IsRecording() {
-		t.Error("a disabled SDK recorded a span")
-	}
-	span.End()
-	tel.MeterProvider().Meter("t").Int64Counter("c") // must not panic
-	if mfs, err := reg.Gather(); err != nil || len(mfs) != 0 {
-		t.Errorf("the registry was touched: %v, %v", mfs, err)
-	}
-	for range 2 {
-		if err := tel.ForceFlush(ctxT(t)); err != nil {
-			t.Error(err)
-		}
-		if err := tel.Shutdown(ctxT(t)); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	}
-	if n := len(exp.GetSpans()); n != 0 {
-		t.Errorf("%d spans exported", n)
-	}
-}
-
 func TestStartReportsInvalidEnvironment(t *testing.T) {
 	clearEnv(t)
 	t.Setenv(envTracesSampler, "traceidratio")
@@ -75,13 +42,12 @@ func TestResource(t *testing.T) {
 	t.Setenv(envPodNamespace, "operators")
 	t.Setenv(envPodUID, "0b8c7a52-1f51-4a0e-a1d6-3b1f2b0c9d11")
 	t.Setenv(envNodeName, "node-1")
-	// OTEL_RESOURCE_ATTRIBUTES wins over the Downward API; options win over both.
-	t.Setenv(envResourceAttributes, "k8s.node.name=node-override,team=platform,deployment.environment.name=prod")
-	t.Setenv(envServiceName, "from-env")
+	// OTEL_RESOURCE_ATTRIBUTES wins over the Downward API; OTEL_SERVICE_NAME over both.
+	t.Setenv(envResourceAttributes, "k8s.node.name=node-override,team=storage,deployment.environment.name=prod,"+
+		"service.name=from-attributes,service.version=v1.2.3")
+	t.Setenv(envServiceName, "memcached-operator")
 	exp := tracetest.NewInMemoryExporter()
-	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}),
-		WithServiceName("memcached-operator"), WithServiceVersion("v1.2.3"),
-		WithResourceAttributes(attribute.String("team", "storage")))
+	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}))
 	endSpans(tel, "reconcile", 1)
 	if err := tel.ForceFlush(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -152,7 +118,7 @@ func TestGlobals(t *testing.T) {
 	clearEnv(t)
 	restoreGlobals(t)
 	reg := prometheus.NewRegistry()
-	tel, err := Start(context.Background(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg),
+	tel, err := Start(context.Background(), WithPrometheusRegisterer(reg),
 		WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{}))
 	if err != nil {
 		t.Fatal(err)
@@ -173,8 +139,9 @@ func TestExportedCountIsExact(t *testing.T) {
 	clearEnv(t)
 	exp := tracetest.NewInMemoryExporter()
 	reader := sdkmetric.NewManualReader()
+	t.Setenv(envBSPMaxQueueSize, "4096")
 	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}), withReader(reader),
-		WithSampler(dropNamed{"health"}), WithQueueSize(4096))
+		withSampler(dropNamed{"health"}))
 
 	var wg sync.WaitGroup
 	for range 4 {
@@ -217,8 +184,9 @@ func TestQueueFullDropsAreCountedExactly(t *testing.T) {
 	exp := newBlockingSpanExporter()
 	reader := sdkmetric.NewManualReader()
 	// Queue of 4, hence batches of 4; no timer-driven export can interleave.
-	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}), withReader(reader),
-		WithQueueSize(4), withBatchTimeout(liveness*100))
+	t.Setenv(envBSPMaxQueueSize, "4")
+	noTimerExports(t)
+	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}), withReader(reader))
 
 	endSpans(tel, "first", 4) // a full batch: the worker takes it and blocks in the exporter
 	select {
@@ -323,7 +291,7 @@ func TestShutdownIsIdempotent(t *testing.T) {
 	exp := newBlockingSpanExporter()
 	close(exp.release)
 	reg := prometheus.NewRegistry()
-	tel, err := Start(context.Background(), WithoutGlobal(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(nil),
+	tel, err := Start(context.Background(), WithoutGlobal(), WithPrometheusRegisterer(reg),
 		WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}))
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +328,7 @@ func TestShutdownIsBounded(t *testing.T) {
 	exp := &ignoringSpanExporter{entered: make(chan struct{}, 10), release: make(chan struct{})}
 	defer close(exp.release)
 	tel, err := Start(context.Background(), WithoutGlobal(), WithPrometheusRegisterer(prometheus.NewRegistry()),
-		WithPrometheusGatherer(nil), WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}))
+		WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +383,7 @@ func scrape(t *testing.T, g prometheus.Gatherer) string {
 func TestPrometheusServesOTelMetrics(t *testing.T) {
 	clearEnv(t)
 	reg := prometheus.NewRegistry()
-	tel := startTest(t, WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg),
+	tel := startTest(t, WithPrometheusRegisterer(reg),
 		WithSpanExporter(failingSpanExporter{}), WithMetricExporter(&memMetricExporter{}))
 	c, err := tel.MeterProvider().Meter("test").Int64Counter(semconv.ReconcilesName, metric.WithUnit(semconv.ReconcilesUnit))
 	if err != nil {
@@ -427,8 +395,8 @@ func TestPrometheusServesOTelMetrics(t *testing.T) {
 
 	body := scrape(t, reg)
 	for _, want := range []string{
-		semconv.ReconcilesPrometheusName + `{otel_scope_name="test",otel_scope_schema_url="",otel_scope_version="",watchtower_controller_name="memcached"} 2`,
-		semconv.TelemetryDroppedPrometheusName + `{otel_scope_name="github.com/gowatchtower/watchtower/sdk",otel_scope_schema_url="",otel_scope_version="",watchtower_telemetry_drop_reason="export_failed",watchtower_telemetry_signal="traces"} 1`,
+		semconv.ReconcilesPrometheusName + `{watchtower_controller_name="memcached"} 2`,
+		semconv.TelemetryDroppedPrometheusName + `{watchtower_telemetry_drop_reason="export_failed",watchtower_telemetry_signal="traces"} 1`,
 		"target_info{",
 	} {
 		if !strings.Contains(body, want) {
@@ -443,7 +411,7 @@ func TestPrometheusServesOTelMetrics(t *testing.T) {
 func TestStartTwiceOnOneRegisterer(t *testing.T) {
 	clearEnv(t)
 	reg := prometheus.NewRegistry()
-	opts := []Option{WithoutGlobal(), WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg),
+	opts := []Option{WithoutGlobal(), WithPrometheusRegisterer(reg),
 		WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(&memMetricExporter{})}
 	first, err := Start(context.Background(), opts...)
 	if err != nil {
@@ -470,61 +438,97 @@ func TestStartTwiceOnOneRegisterer(t *testing.T) {
 	c, _ := third.MeterProvider().Meter("test").Int64Counter("widgets")
 	c.Add(context.Background(), 1)
 	body := scrape(t, reg) // fails on duplicate series if the first exporter still collected
-	if n := strings.Count(body, "\nwidgets_total{"); n != 1 {
+	if n := strings.Count(body, "\nwidgets_total "); n != 1 {
 		t.Errorf("widgets_total appears %d times; want 1\n%s", n, body)
 	}
 }
 
 // TestBridgeCarriesControllerRuntimeMetrics: a metric registered the way controller-runtime
 // registers its own reaches the OTLP export through the bridge, once, and none of the
-// OpenTelemetry metrics that the Prometheus exporter put on the same registry comes back.
+// OpenTelemetry metrics that the Prometheus exporter put on the same registry comes back,
+// whether or not its series carry the otel_scope_* labels. /metrics serves every family once,
+// with the otel_scope_* labels only when asked for.
 func TestBridgeCarriesControllerRuntimeMetrics(t *testing.T) {
-	clearEnv(t)
-	reg := prometheus.NewRegistry()
-	reconcileTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "controller_runtime_reconcile_total",
-		Help: "Total number of reconciliations per controller",
-	}, []string{"controller", "result"})
-	reg.MustRegister(reconcileTotal)
-	reconcileTotal.WithLabelValues("memcached", "success").Add(5)
+	for _, tc := range []struct {
+		name       string
+		opts       []Option
+		wantLabels bool
+	}{
+		{"scope labels dropped by default", nil, false},
+		{"WithPrometheusScopeLabels", []Option{WithPrometheusScopeLabels()}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			reg := prometheus.NewRegistry()
+			reconcileTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "controller_runtime_reconcile_total",
+				Help: "Total number of reconciliations per controller",
+			}, []string{"controller", "result"})
+			reg.MustRegister(reconcileTotal)
+			reconcileTotal.WithLabelValues("memcached", "success").Add(5)
 
-	mexp := &memMetricExporter{}
-	tel := startTest(t, WithPrometheusRegisterer(reg), WithPrometheusGatherer(reg),
-		WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(mexp))
-	mp := tel.MeterProvider()
-	own, _ := mp.Meter("test").Int64Counter(semconv.ReconcilesName)
-	own.Add(context.Background(), 1)
-	other, _ := mp.Meter("someone-else").Int64Counter("example.widgets") // not watchtower_*
-	other.Add(context.Background(), 1)
-	endSpans(tel, "reconcile", 1)
-	scrape(t, reg) // our exporter is on reg and serving
+			mexp := &memMetricExporter{}
+			tel := startTest(t, append(tc.opts, WithPrometheusRegisterer(reg),
+				WithSpanExporter(tracetest.NewNoopExporter()), WithMetricExporter(mexp))...)
+			mp := tel.MeterProvider()
+			own, _ := mp.Meter("test").Int64Counter(semconv.ReconcilesName)
+			own.Add(context.Background(), 1, metric.WithAttributes(semconv.ControllerName("memcached")))
+			other, _ := mp.Meter("someone-else").Int64Counter("example.widgets") // not watchtower_*
+			other.Add(context.Background(), 1)
+			endSpans(tel, "reconcile", 1)
 
-	for range 2 { // the second export also carries the self-metrics of the first
-		if err := tel.ForceFlush(ctxT(t)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	snap := mexp.last(t)
-	seen := map[string]int{}
-	for _, n := range snap.names {
-		seen[n]++
-	}
-	for _, want := range []string{"controller_runtime_reconcile_total", semconv.ReconcilesName, "example.widgets",
-		semconv.TelemetryExportedName} {
-		if seen[want] != 1 {
-			t.Errorf("%s exported %d times; want 1 (all: %v)", want, seen[want], snap.names)
-		}
-	}
-	for n, count := range seen {
-		if count > 1 {
-			t.Errorf("%s exported %d times", n, count)
-		}
-		if strings.HasPrefix(n, "watchtower_") || n == "target_info" || n == "otel_scope_info" || n == "example_widgets_total" {
-			t.Errorf("%s came back through the bridge", n)
-		}
-	}
-	if v := snap.sums["controller_runtime_reconcile_total"][encoded(attribute.String("controller", "memcached"), attribute.String("result", "success"))]; v != 5 {
-		t.Errorf("bridged controller_runtime_reconcile_total = %v; want 5", v)
+			for range 2 { // the second export also carries the self-metrics of the first
+				if err := tel.ForceFlush(ctxT(t)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			snap := mexp.last(t)
+			seen := map[string]int{}
+			for _, n := range snap.names {
+				seen[n]++
+			}
+			for _, want := range []string{"controller_runtime_reconcile_total", semconv.ReconcilesName, "example.widgets",
+				semconv.TelemetryExportedName} {
+				if seen[want] != 1 {
+					t.Errorf("%s exported %d times; want 1 (all: %v)", want, seen[want], snap.names)
+				}
+			}
+			for n, count := range seen {
+				if count > 1 {
+					t.Errorf("%s exported %d times", n, count)
+				}
+				if strings.HasPrefix(n, "watchtower_") || n == "target_info" || n == "otel_scope_info" || n == "example_widgets_total" {
+					t.Errorf("%s came back through the bridge", n)
+				}
+			}
+			if v := snap.sums["controller_runtime_reconcile_total"][encoded(attribute.String("controller", "memcached"), attribute.String("result", "success"))]; v != 5 {
+				t.Errorf("bridged controller_runtime_reconcile_total = %v; want 5", v)
+			}
+
+			body := scrape(t, reg) // fails on a duplicate series
+			families := map[string]int{}
+			for line := range strings.Lines(body) {
+				if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
+					families[strings.Fields(name)[0]]++
+				}
+			}
+			for _, want := range []string{"controller_runtime_reconcile_total", semconv.ReconcilesPrometheusName,
+				"example_widgets_total", semconv.TelemetryExportedPrometheusName, "target_info"} {
+				if families[want] != 1 {
+					t.Errorf("/metrics has %d %s families; want 1\n%s", families[want], want, body)
+				}
+			}
+			const scoped = semconv.ReconcilesPrometheusName + `{otel_scope_name="test",otel_scope_schema_url="",otel_scope_version="",watchtower_controller_name="memcached"} 1`
+			if got := strings.Contains(body, "otel_scope_"); got != tc.wantLabels {
+				t.Errorf("/metrics has otel_scope_* labels: %t; want %t\n%s", got, tc.wantLabels, body)
+			}
+			if tc.wantLabels && !strings.Contains(body, scoped) {
+				t.Errorf("/metrics lacks %s\n%s", scoped, body)
+			}
+			if !tc.wantLabels && !strings.Contains(body, semconv.ReconcilesPrometheusName+`{watchtower_controller_name="memcached"} 1`) {
+				t.Errorf("/metrics lacks the unlabelled reconcile series\n%s", body)
+			}
+		})
 	}
 }
 
@@ -540,7 +544,7 @@ func TestDefaultRegistryIsControllerRuntimes(t *testing.T) {
 	defer func() { _ = tel.Shutdown(ctxT(t)) }()
 	c, _ := tel.MeterProvider().Meter("test").Int64Counter("default.registry.probe")
 	c.Add(context.Background(), 1)
-	if body := scrape(t, metrics.Registry); !strings.Contains(body, "default_registry_probe_total{") {
+	if body := scrape(t, metrics.Registry); !strings.Contains(body, "\ndefault_registry_probe_total ") {
 		t.Errorf("controller-runtime's registry does not serve the OpenTelemetry metrics\n%s", body)
 	}
 }
@@ -551,8 +555,8 @@ func TestFlushDeadlineLosesNothing(t *testing.T) {
 	clearEnv(t)
 	exp := tracetest.NewInMemoryExporter()
 	reader := sdkmetric.NewManualReader()
-	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}), withReader(reader),
-		withBatchTimeout(liveness*100))
+	noTimerExports(t)
+	tel := startTest(t, WithSpanExporter(exp), WithMetricExporter(&memMetricExporter{}), withReader(reader))
 	endSpans(tel, "reconcile", 3)
 
 	expired, cancel := context.WithCancel(context.Background())

@@ -13,9 +13,9 @@ const (
 	ControllerGroupKey = attribute.Key("watchtower.controller.group")
 	// ControllerKindKey is watchtower.controller.kind: Kind the controller reconciles.
 	ControllerKindKey = attribute.Key("watchtower.controller.kind")
-	// ObjectNamespaceKey is watchtower.object.namespace: Namespace of the reconciled object; empty for cluster-scoped objects. Spans only: unbounded cardinality, never a metric attribute.
+	// ObjectNamespaceKey is watchtower.object.namespace: Namespace of the reconciled object (on a webhook span, of the object being admitted); empty for cluster-scoped objects. Spans only: unbounded cardinality, never a metric attribute.
 	ObjectNamespaceKey = attribute.Key("watchtower.object.namespace")
-	// ObjectNameKey is watchtower.object.name: Name of the reconciled object. Spans only: unbounded cardinality, never a metric attribute.
+	// ObjectNameKey is watchtower.object.name: Name of the reconciled object (on a webhook span, of the object being admitted; empty when the API server has not named it yet, e.g. a CREATE with generateName). Spans only: unbounded cardinality, never a metric attribute.
 	ObjectNameKey = attribute.Key("watchtower.object.name")
 	// ReconcileIDKey is watchtower.reconcile.id: The reconcile ID controller-runtime assigns to each reconcile (also in its logs as reconcileID). Spans only: unbounded cardinality, never a metric attribute.
 	ReconcileIDKey = attribute.Key("watchtower.reconcile.id")
@@ -51,6 +51,28 @@ const (
 	TelemetrySignalKey = attribute.Key("watchtower.telemetry.signal")
 	// TelemetryDropReasonKey is watchtower.telemetry.drop_reason: Why telemetry was dropped instead of exported.
 	TelemetryDropReasonKey = attribute.Key("watchtower.telemetry.drop_reason")
+	// WebhookPathKey is watchtower.webhook.path: Path a webhook is registered at on the manager's webhook server (also the span's http.route); one per webhook, so bounded.
+	WebhookPathKey = attribute.Key("watchtower.webhook.path")
+	// AdmissionAllowedKey is watchtower.admission.allowed: Whether the admission webhook allowed the request.
+	AdmissionAllowedKey = attribute.Key("watchtower.admission.allowed")
+	// AdmissionCodeKey is watchtower.admission.code: Status code of the admission response's result, as the API server receives it — 200 when allowed; when denied, the code the webhook chose (403 for admission.Denied, 422 for an Invalid error from a validator, 400 or 500 when the webhook failed to process the request).
+	AdmissionCodeKey = attribute.Key("watchtower.admission.code")
+	// AdmissionReasonKey is watchtower.admission.reason: Machine-readable reason of a denial (the result's metav1.StatusReason, a CamelCase word); not set when allowed.
+	AdmissionReasonKey = attribute.Key("watchtower.admission.reason")
+	// AdmissionMessageKey is watchtower.admission.message: Message of a denial, as the API server returns it to the client; not set when allowed. Spans only: unbounded cardinality, never a metric attribute.
+	AdmissionMessageKey = attribute.Key("watchtower.admission.message")
+	// AdmissionOperationKey is watchtower.admission.operation: The operation being admitted, as the API server names it.
+	AdmissionOperationKey = attribute.Key("watchtower.admission.operation")
+	// AdmissionGroupKey is watchtower.admission.group: API group of the object being admitted; empty for the core group.
+	AdmissionGroupKey = attribute.Key("watchtower.admission.group")
+	// AdmissionKindKey is watchtower.admission.kind: Kind of the object being admitted.
+	AdmissionKindKey = attribute.Key("watchtower.admission.kind")
+	// AdmissionSubresourceKey is watchtower.admission.subresource: Subresource of the admitted request; empty for the main resource.
+	AdmissionSubresourceKey = attribute.Key("watchtower.admission.subresource")
+	// AdmissionDryRunKey is watchtower.admission.dry_run: Whether the admitted request is a dry run (nothing will be persisted; a webhook with side effects must not act on it).
+	AdmissionDryRunKey = attribute.Key("watchtower.admission.dry_run")
+	// AdmissionPatchedKey is watchtower.admission.patched: Whether the response of a mutating webhook carries a patch, that is, the webhook changed the object.
+	AdmissionPatchedKey = attribute.Key("watchtower.admission.patched")
 )
 
 // ControllerName returns the watchtower.controller.name attribute.
@@ -101,6 +123,39 @@ func EventReason(v string) attribute.KeyValue { return EventReasonKey.String(v) 
 // EventNote returns the watchtower.event.note attribute.
 func EventNote(v string) attribute.KeyValue { return EventNoteKey.String(v) }
 
+// WebhookPath returns the watchtower.webhook.path attribute.
+func WebhookPath(v string) attribute.KeyValue { return WebhookPathKey.String(v) }
+
+// AdmissionAllowed returns the watchtower.admission.allowed attribute.
+func AdmissionAllowed(v bool) attribute.KeyValue { return AdmissionAllowedKey.Bool(v) }
+
+// AdmissionCode returns the watchtower.admission.code attribute.
+func AdmissionCode(v int) attribute.KeyValue { return AdmissionCodeKey.Int(v) }
+
+// AdmissionReason returns the watchtower.admission.reason attribute.
+func AdmissionReason(v string) attribute.KeyValue { return AdmissionReasonKey.String(v) }
+
+// AdmissionMessage returns the watchtower.admission.message attribute.
+func AdmissionMessage(v string) attribute.KeyValue { return AdmissionMessageKey.String(v) }
+
+// AdmissionOperation returns the watchtower.admission.operation attribute.
+func AdmissionOperation(v string) attribute.KeyValue { return AdmissionOperationKey.String(v) }
+
+// AdmissionGroup returns the watchtower.admission.group attribute.
+func AdmissionGroup(v string) attribute.KeyValue { return AdmissionGroupKey.String(v) }
+
+// AdmissionKind returns the watchtower.admission.kind attribute.
+func AdmissionKind(v string) attribute.KeyValue { return AdmissionKindKey.String(v) }
+
+// AdmissionSubresource returns the watchtower.admission.subresource attribute.
+func AdmissionSubresource(v string) attribute.KeyValue { return AdmissionSubresourceKey.String(v) }
+
+// AdmissionDryRun returns the watchtower.admission.dry_run attribute.
+func AdmissionDryRun(v bool) attribute.KeyValue { return AdmissionDryRunKey.Bool(v) }
+
+// AdmissionPatched returns the watchtower.admission.patched attribute.
+func AdmissionPatched(v bool) attribute.KeyValue { return AdmissionPatchedKey.Bool(v) }
+
 // Values of watchtower.reconcile.result.
 const (
 	// ReconcileResultSuccessValue is "success": Returned no error and no requeue.
@@ -109,6 +164,8 @@ const (
 	ReconcileResultErrorValue = "error"
 	// ReconcileResultTerminalErrorValue is "terminal_error": Returned a reconcile.TerminalError; not requeued.
 	ReconcileResultTerminalErrorValue = "terminal_error"
+	// ReconcileResultConflictValue is "conflict": Returned a 409 Conflict from the API server (a stale read or a concurrent writer); requeued with rate limiting like an error, but an expected outcome of optimistic concurrency, not a failure.
+	ReconcileResultConflictValue = "conflict"
 	// ReconcileResultRequeueValue is "requeue": Returned Requeue: true; requeued with rate limiting.
 	ReconcileResultRequeueValue = "requeue"
 	// ReconcileResultRequeueAfterValue is "requeue_after": Returned RequeueAfter > 0; requeued after that delay.
@@ -122,6 +179,7 @@ var (
 	ReconcileResultSuccess       = ReconcileResultKey.String(ReconcileResultSuccessValue)
 	ReconcileResultError         = ReconcileResultKey.String(ReconcileResultErrorValue)
 	ReconcileResultTerminalError = ReconcileResultKey.String(ReconcileResultTerminalErrorValue)
+	ReconcileResultConflict      = ReconcileResultKey.String(ReconcileResultConflictValue)
 	ReconcileResultRequeue       = ReconcileResultKey.String(ReconcileResultRequeueValue)
 	ReconcileResultRequeueAfter  = ReconcileResultKey.String(ReconcileResultRequeueAfterValue)
 	ReconcileResultPanic         = ReconcileResultKey.String(ReconcileResultPanicValue)
@@ -227,6 +285,9 @@ func APICallSpanName(apiVerb, apiKind string) string { return apiVerb + " " + ap
 // EventSpanName is the name of the event span: A span event on the current reconcile span for each Kubernetes Event the controller emitted.
 const EventSpanName = "k8s.event"
 
+// WebhookSpanName returns the name of the webhook span, "POST {watchtower.webhook.path}": One request to a webhook served by the manager (admission or conversion), continuing the trace of the API server that called it (W3C traceparent). Named and attributed after OpenTelemetry's HTTP server conventions (http.request.method, http.route, url.path, http.response.status_code, server.address, server.port); the admission attributes are set when the webhook is a controller-runtime admission.Webhook. API calls the webhook makes are its children. A webhook failure (admission code or HTTP status 500 and above, a panic) sets the span status; a denial does not.
+func WebhookSpanName(webhookPath string) string { return "POST " + webhookPath }
+
 // Metrics: the OpenTelemetry instrument name, unit and description of each, and the name it
 // has in Prometheus.
 const (
@@ -275,4 +336,9 @@ const (
 	TelemetryExportedUnit           = "{item}"
 	TelemetryExportedDescription    = "Spans and metric points the SDK handed to its exporter successfully. Compare with what arrived downstream (the collector, Kafka) to prove nothing was lost on the way."
 	TelemetryExportedPrometheusName = "watchtower_telemetry_exported_total"
+	// WebhookDurationName is the histogram watchtower.webhook.duration: Duration of requests to the webhooks served by the manager, by webhook path and, for admission webhooks, decision and result code (conversion webhooks have neither). controller-runtime's controller_runtime_webhook_latency_seconds has the same timing per path but cannot tell a denial from an admission, both being HTTP 200.
+	WebhookDurationName           = "watchtower.webhook.duration"
+	WebhookDurationUnit           = "s"
+	WebhookDurationDescription    = "Duration of requests to the webhooks served by the manager, by webhook path and, for admission webhooks, decision and result code (conversion webhooks have neither). controller-runtime's controller_runtime_webhook_latency_seconds has the same timing per path but cannot tell a denial from an admission, both being HTTP 200."
+	WebhookDurationPrometheusName = "watchtower_webhook_duration_seconds"
 )

@@ -288,6 +288,11 @@ func TestManagerTelemetryEnvironment(t *testing.T) {
 		}
 		return ""
 	}
+	// The tests and dashboards know the operator as workload-operator; the sdk takes the name
+	// from the environment only.
+	if got := value("OTEL_SERVICE_NAME"); got != "workload-operator" {
+		t.Errorf("OTEL_SERVICE_NAME %q, want workload-operator", got)
+	}
 	if got := value("OTEL_EXPORTER_OTLP_ENDPOINT"); got != "http://$(HOST_IP):4318" {
 		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT %q, want http://$(HOST_IP):4318", got)
 	}

@@ -2,6 +2,9 @@ package otelctrl
 
 import (
 	"context"
+	"io"
+	"runtime"
+	"strconv"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -13,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
@@ -26,6 +31,8 @@ import (
 //   BenchmarkChildSpan/{sampled,unsampled}  one bare child span start+end
 //   BenchmarkClientGet/{bare,sampled,unsampled}  a Get on controller-runtime's fake client,
 //                                           unwrapped and wrapped, inside a reconcile
+//   BenchmarkParallelReconcile/{bare,sampled,unsampled}  8 goroutines reconciling with a real
+//                                           logger and a cached Get, without and with both wrappers
 
 // discard is a span processor that drops ended spans: the exporter's cost is the same with and
 // without the instrumentation and would only blur the comparison.
@@ -126,9 +133,9 @@ func BenchmarkReconcile(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			tp, mp := benchProviders(b, m.sampled)
-			r := NewReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+			r := testReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 				return reconcile.Result{}, nil
-			}), WithTracerProvider(tp), WithMeterProvider(mp), WithGroupKind("demo.example.com", "Widget"))
+			}), WithTracerProvider(tp), WithMeterProvider(mp))
 			rq := req("default", "widget-1")
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -171,16 +178,60 @@ func BenchmarkClientGet(b *testing.B) {
 		tp, _ := benchProviders(b, true)
 		ctx, span := tp.Tracer("x").Start(context.Background(), "reconcile widget")
 		defer span.End()
-		run(b, fake.NewClientBuilder().WithObjects(cm).Build(), contextWithState(ctx, &reconcileState{controller: "widget", span: span}))
+		run(b, fake.NewClientBuilder().WithObjects(cm).Build(), contextWithState(ctx, &reconcileState{ctrl: &controllerID{name: "widget"}, span: span}))
 	})
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			tp, mp := benchProviders(b, m.sampled)
 			// As NewClient builds it: with the per-call state the cache marker fills in.
-			c := wrapClient(fake.NewClientBuilder().WithObjects(cm).Build(), true, []Option{WithTracerProvider(tp), WithMeterProvider(mp)})
+			c := testClient(fake.NewClientBuilder().WithObjects(cm).Build(), true, WithTracerProvider(tp), WithMeterProvider(mp))
 			ctx, span := tp.Tracer("x").Start(context.Background(), "reconcile widget")
 			defer span.End()
-			run(b, c, contextWithState(ctx, &reconcileState{controller: "widget", span: span}))
+			run(b, c, contextWithState(ctx, &reconcileState{ctrl: &controllerID{name: "widget"}, span: span}))
+		})
+	}
+}
+
+// BenchmarkParallelReconcile is the decorator and the client wrapper under contention: eight
+// goroutines (as a controller with MaxConcurrentReconciles 8) reconcile objects of one
+// controller, each reconcile writing one log line through a real zap logger (JSON, to
+// io.Discard, as controller-runtime's default) and making one cached Get. "bare" is the same
+// reconciler and client without the instrumentation, in the same process.
+func BenchmarkParallelReconcile(b *testing.B) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "cm"}}
+	key := client.ObjectKeyFromObject(cm)
+	logger := crzap.New(crzap.WriteTo(io.Discard), crzap.JSONEncoder())
+	body := func(c client.Client) reconcile.Reconciler {
+		return reconcile.Func(func(ctx context.Context, rq reconcile.Request) (reconcile.Result, error) {
+			log.FromContext(ctx).Info("reconciling", "namespace", rq.Namespace, "name", rq.Name)
+			var out corev1.ConfigMap
+			return reconcile.Result{}, c.Get(ctx, key, &out)
+		})
+	}
+	run := func(b *testing.B, r reconcile.Reconciler) {
+		ctx := log.IntoContext(context.Background(), logger.WithValues("controller", "widget"))
+		// Eight goroutines whatever GOMAXPROCS is.
+		b.SetParallelism((8 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				i++
+				if _, err := r.Reconcile(ctx, req("default", "widget-"+strconv.Itoa(i%64))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("bare", func(b *testing.B) {
+		run(b, body(fake.NewClientBuilder().WithObjects(cm).Build()))
+	})
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			tp, mp := benchProviders(b, m.sampled)
+			opts := []Option{WithTracerProvider(tp), WithMeterProvider(mp)}
+			c := testClient(fake.NewClientBuilder().WithObjects(cm).Build(), true, opts...)
+			run(b, testReconciler("widget", body(c), opts...))
 		})
 	}
 }

@@ -4,15 +4,22 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -23,8 +30,8 @@ import (
 
 func TestClientCallsAreChildSpansOfTheReconcile(t *testing.T) {
 	tt := newTestTelemetry(t)
-	c := WrapClient(fake.NewClientBuilder().Build(), tt.opts...)
-	r := NewReconciler("widget", reconcile.Func(func(ctx context.Context, q reconcile.Request) (reconcile.Result, error) {
+	c := testClient(fake.NewClientBuilder().Build(), false, tt.opts...)
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, q reconcile.Request) (reconcile.Result, error) {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: q.Namespace, Name: q.Name}}
 		if err := c.Create(ctx, cm); err != nil {
 			return reconcile.Result{}, err
@@ -48,8 +55,10 @@ func TestClientCallsAreChildSpansOfTheReconcile(t *testing.T) {
 	root := spans[len(spans)-1]
 	var names []string
 	for _, s := range spans[:len(spans)-1] {
-		if s.Parent().SpanID() != root.SpanContext().SpanID() || s.SpanKind() != trace.SpanKindClient {
-			t.Errorf("span %s must be a client child of the reconcile span", s.Name())
+		// INTERNAL: a logical call may never leave the process (a cache read); the wire request
+		// under it, if any, is the CLIENT span (TestTransportSpansFollowHTTPClientConventions).
+		if s.Parent().SpanID() != root.SpanContext().SpanID() || s.SpanKind() != trace.SpanKindInternal {
+			t.Errorf("span %s (kind %v) must be an internal child of the reconcile span", s.Name(), s.SpanKind())
 		}
 		names = append(names, s.Name())
 	}
@@ -84,7 +93,7 @@ func TestClientCallsAreChildSpansOfTheReconcile(t *testing.T) {
 
 func TestClientCallsOutsideAReconcileAreNotRootSpans(t *testing.T) {
 	tt := newTestTelemetry(t)
-	c := WrapClient(fake.NewClientBuilder().Build(), tt.opts...)
+	c := testClient(fake.NewClientBuilder().Build(), false, tt.opts...)
 	if err := c.Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +103,7 @@ func TestClientCallsOutsideAReconcileAreNotRootSpans(t *testing.T) {
 	if n := histogramCount(t, tt.metrics(t)[semconv.APIDurationName], semconv.ControllerName(""), semconv.APIVerbCreate); n != 1 {
 		t.Errorf("the call must still be measured, count = %d", n)
 	}
-	c2 := WrapClient(fake.NewClientBuilder().Build(), append(tt.opts, WithAPISpansOutsideReconcile())...)
+	c2 := testClient(fake.NewClientBuilder().Build(), false, append(tt.opts, WithAPISpansOutsideReconcile())...)
 	_ = c2.Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "x"}})
 	if n := len(tt.spans.Ended()); n != 1 {
 		t.Fatalf("with WithAPISpansOutsideReconcile want 1 span, got %d", n)
@@ -122,7 +131,7 @@ func TestTransportPropagatesTraceparentAndSkipsWatches(t *testing.T) {
 		resp.Body.Close()
 	}
 	var traceID string
-	r := NewReconciler("widget", reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 		traceID = trace.SpanContextFromContext(ctx).TraceID().String()
 		get(ctx, "limit=1")
 		get(ctx, "watch=true")
@@ -147,4 +156,124 @@ func TestTransportPropagatesTraceparentAndSkipsWatches(t *testing.T) {
 	if len(names) != 2 || names[0] != "GET" || names[1] != "reconcile widget" {
 		t.Errorf("spans %v: want one GET span (no span for the watch) and the reconcile", names)
 	}
+}
+
+// TestTransportSpansFollowHTTPClientConventions: one CLIENT span per wire request with the HTTP
+// client semantic conventions, url.full without credentials.
+func TestTransportSpansFollowHTTPClientConventions(t *testing.T) {
+	tt := newTestTelemetry(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("fail") != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	hc, err := rest.HTTPClientFor(WrapConfig(&rest.Config{Host: srv.URL}, tt.opts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(srv.URL)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tt.spans))
+	// Outside any reconcile, under a caller's own span (a webhook, a runnable): traced.
+	ctx, caller := tp.Tracer("test").Start(context.Background(), "runnable")
+	for _, target := range []string{
+		"http://user:secret@" + u.Host + "/api/v1/namespaces/ns/configmaps/a?token=abc&limit=1",
+		srv.URL + "/api/v1/namespaces/ns/configmaps/b?fail=1",
+	} {
+		rq, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		resp, err := hc.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	caller.End()
+	spans := tt.spans.Ended()
+	if len(spans) != 3 {
+		t.Fatalf("want two wire spans and the caller's, got %d", len(spans))
+	}
+	port, _ := strconv.Atoi(u.Port())
+	for i, s := range spans[:2] {
+		if s.SpanKind() != trace.SpanKindClient || s.Name() != "GET" || s.Parent().SpanID() != caller.SpanContext().SpanID() {
+			t.Errorf("wire span %d: %q kind %v: want a CLIENT span GET under the caller's span", i, s.Name(), s.SpanKind())
+		}
+		for key, want := range map[attribute.Key]string{
+			"http.request.method": "GET",
+			"server.address":      u.Hostname(),
+			"server.port":         strconv.Itoa(port),
+		} {
+			if v, _ := spanAttr(s, key); v.Emit() != want {
+				t.Errorf("wire span %d: %s = %q, want %q", i, key, v.Emit(), want)
+			}
+		}
+	}
+	full, _ := spanAttr(spans[0], "url.full")
+	if strings.Contains(full.AsString(), "secret") || strings.Contains(full.AsString(), "abc") || !strings.Contains(full.AsString(), "limit=1") {
+		t.Errorf("url.full %q must keep the URL but not its credentials", full.AsString())
+	}
+	if v, _ := spanAttr(spans[0], "http.response.status_code"); v.AsInt64() != 200 {
+		t.Errorf("status code %d, want 200", v.AsInt64())
+	}
+	if v, _ := spanAttr(spans[1], "http.response.status_code"); v.AsInt64() != 503 || spans[1].Status().Code != codes.Error {
+		t.Errorf("a 503 must be recorded with an error status, got %d %v", v.AsInt64(), spans[1].Status())
+	}
+}
+
+// TestCallsUnderACallersOwnSpanAreTraced: a webhook or runnable that started its own span gets
+// the logical spans of its calls under it, without WithAPISpansOutsideReconcile.
+func TestCallsUnderACallersOwnSpanAreTraced(t *testing.T) {
+	tt := newTestTelemetry(t)
+	c := testClient(fake.NewClientBuilder().Build(), false, tt.opts...)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tt.spans))
+	ctx, caller := tp.Tracer("test").Start(context.Background(), "webhook")
+	_ = c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: "x"}, &corev1.ConfigMap{})
+	caller.End()
+	spans := tt.spans.Ended()
+	if len(spans) != 2 || spans[0].Name() != "get ConfigMap" || spans[0].Parent().SpanID() != caller.SpanContext().SpanID() {
+		t.Fatalf("want get ConfigMap under the caller's span, got %v", spanNames(spans))
+	}
+}
+
+// TestServerSideApplyNamesItsKind: an apply call is named by the kind and object of its apply
+// configuration, typed or unstructured.
+func TestServerSideApplyNamesItsKind(t *testing.T) {
+	tt := newTestTelemetry(t)
+	c := testClient(fake.NewClientBuilder().Build(), false, tt.opts...)
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+		_ = c.Apply(ctx, corev1ac.ConfigMap("app", "ns").WithData(map[string]string{"k": "v"}), client.FieldOwner("test"), client.ForceOwnership)
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
+		u.SetNamespace("ns")
+		u.SetName("web")
+		_ = c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("test"))
+		_ = c.Status().Apply(ctx, corev1ac.Pod("p", "ns"), client.FieldOwner("test"))
+		return reconcile.Result{}, nil
+	}), tt.opts...)
+	_, _ = r.Reconcile(context.Background(), req("ns", "w"))
+	spans := tt.spans.Ended()
+	want := []string{"apply ConfigMap ns/app", "apply Deployment ns/web", "apply Pod/status ns/p", "reconcile widget"}
+	var got []string
+	for _, s := range spans {
+		ns, _ := spanAttr(s, semconv.ObjectNamespaceKey)
+		name, _ := spanAttr(s, semconv.ObjectNameKey)
+		if s.Name() == "reconcile widget" {
+			got = append(got, s.Name())
+			continue
+		}
+		got = append(got, s.Name()+" "+ns.AsString()+"/"+name.AsString())
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("spans %v, want %v", got, want)
+	}
+	if n := histogramCount(t, tt.metrics(t)[semconv.APIDurationName], semconv.APIVerbApply, semconv.APIKind("Deployment"), semconv.APIGroup("apps")); n != 1 {
+		t.Errorf("api duration{verb=apply,kind=Deployment,group=apps} count = %d, want 1", n)
+	}
+}
+
+func spanNames(spans []sdktrace.ReadOnlySpan) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name())
+	}
+	return out
 }

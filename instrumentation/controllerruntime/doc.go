@@ -10,7 +10,7 @@
 //
 // A kubebuilder operator changes three lines in main.go and one per controller:
 //
-//	tel := sdk.MustStart(ctx)                        // OpenTelemetry for the process (package sdk)
+//	tel, err := sdk.Start(ctx)                       // OpenTelemetry for the process (package sdk)
 //	defer tel.Shutdown(context.Background())
 //	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{ /* unchanged */ })
 //

@@ -2,67 +2,26 @@ package otelctrl_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	otelctrl "github.com/gowatchtower/watchtower/instrumentation/controllerruntime"
-	"github.com/gowatchtower/watchtower/semconv"
 )
-
-// The decorator on its own: every reconcile becomes a root span, and the calls made through a
-// wrapped client become its children.
-func ExampleNewReconciler() {
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-
-	c := otelctrl.WrapClient(fake.NewClientBuilder().Build(), otelctrl.WithTracerProvider(tp))
-	r := otelctrl.NewReconciler("configmap", reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-		var cm corev1.ConfigMap
-		if err := c.Get(ctx, req.NamespacedName, &cm); err != nil {
-			return reconcile.Result{}, client.IgnoreNotFound(err)
-		}
-		return reconcile.Result{}, nil
-	}), otelctrl.WithTracerProvider(tp), otelctrl.WithGroupKind("", "ConfigMap"))
-
-	_, _ = r.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "default", Name: "app"}})
-
-	for _, s := range spans.Ended() {
-		for _, kv := range s.Attributes() {
-			if kv.Key == semconv.APICodeKey || kv.Key == semconv.ReconcileResultKey {
-				fmt.Printf("%s: %s=%s\n", s.Name(), kv.Key, kv.Value.String())
-			}
-		}
-	}
-	// Output:
-	// get ConfigMap: watchtower.api.code=404
-	// reconcile configmap: watchtower.reconcile.result=success
-}
-
-// Errors and terminal errors are told apart, and recorded on the span.
-func ExampleNewReconciler_errors() {
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	r := otelctrl.NewReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
-		return reconcile.Result{}, reconcile.TerminalError(errors.New("spec.replicas must be positive"))
-	}), otelctrl.WithTracerProvider(tp))
-
-	_, err := r.Reconcile(context.Background(), reconcile.Request{})
-	s := spans.Ended()[0]
-	fmt.Println(err)
-	fmt.Println(s.Status().Code, s.Events()[0].Name)
-	// Output:
-	// terminal error: spec.replicas must be positive
-	// Error exception
-}
 
 // The whole operator: what a kubebuilder main.go and SetupWithManager change. See
 // docs/instrumenting-an-operator.md for the before/after diff.
@@ -74,6 +33,7 @@ func ExampleNewManager() {
 	// In SetupWithManager: ctrl.NewControllerManagedBy(mgr) becomes otelctrl.NewControllerManagedBy(mgr).
 	err = otelctrl.NewControllerManagedBy(mgr).
 		For(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
 		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 			return reconcile.Result{}, nil
 		}))
@@ -81,4 +41,84 @@ func ExampleNewManager() {
 		panic(err)
 	}
 	_ = mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// ingressRequest is a request other than reconcile.Request, as in controller-runtime's
+// examples/typed: the reconciler is told which Ingress and which of its rules changed.
+type ingressRequest struct{ namespace, name, host string }
+
+// String names the request on the reconcile span (watchtower.object.name).
+func (r ingressRequest) String() string { return r.namespace + "/" + r.name + " host " + r.host }
+
+// A typed controller: builder.TypedControllerManagedBy[T](mgr) becomes
+// otelctrl.NewTypedControllerManagedBy[T](mgr); nothing else changes.
+func ExampleNewTypedControllerManagedBy() {
+	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{})
+	if err != nil {
+		panic(err)
+	}
+	err = otelctrl.NewTypedControllerManagedBy[ingressRequest](mgr).
+		Named("ingress-hosts").
+		Watches(&networkingv1.Ingress{}, handler.TypedEnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ingressRequest {
+			var out []ingressRequest
+			for _, rule := range o.(*networkingv1.Ingress).Spec.Rules {
+				out = append(out, ingressRequest{o.GetNamespace(), o.GetName(), rule.Host})
+			}
+			return out
+		})).
+		Complete(reconcile.TypedFunc[ingressRequest](func(context.Context, ingressRequest) (reconcile.Result, error) {
+			return reconcile.Result{}, nil
+		}))
+	if err != nil {
+		panic(err)
+	}
+	_ = mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// Any client-go client outside the manager — here a clientset — gets a CLIENT span per request
+// and carries the trace context to the API server.
+func ExampleWrapConfig() {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	apiServer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("traceparent sent:", r.Header.Get("traceparent") != "")
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"app","namespace":"default"}}`)
+	}))
+	defer apiServer.Close()
+
+	cfg := otelctrl.WrapConfig(&rest.Config{Host: apiServer.URL},
+		otelctrl.WithTracerProvider(tp), otelctrl.WithPropagator(propagation.TraceContext{}))
+	cs := kubernetes.NewForConfigOrDie(cfg)
+
+	ctx, span := tp.Tracer("my-runnable").Start(context.Background(), "rotate keys")
+	_, _ = cs.CoreV1().ConfigMaps("default").Get(ctx, "app", metav1.GetOptions{})
+	span.End()
+
+	for _, s := range spans.Ended() {
+		fmt.Println(s.Name(), s.SpanKind())
+	}
+	// Output:
+	// traceparent sent: true
+	// GET client
+	// rotate keys internal
+}
+
+// Events emitted through a recorder bound to the reconcile's context land on that reconcile's
+// span, whatever object they are about. Outside a reconcile they land on the caller's own span.
+func ExampleEventRecorderFor() {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	recorder := events.NewFakeRecorder(1) // mgr.GetEventRecorder("rotator") in an operator
+
+	ctx, span := tp.Tracer("my-runnable").Start(context.Background(), "rotate keys")
+	otelctrl.EventRecorderFor(ctx, recorder).Eventf(&corev1.Secret{}, nil, corev1.EventTypeNormal, "Rotated", "Rotate", "key %d", 2)
+	span.End()
+
+	fmt.Println(<-recorder.Events)
+	e := spans.Ended()[0].Events()[0]
+	fmt.Println(e.Name, e.Attributes[1].Value.AsString())
+	// Output:
+	// Normal Rotated key 2
+	// k8s.event Rotated
 }

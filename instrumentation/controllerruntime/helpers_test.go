@@ -4,12 +4,31 @@ import (
 	"context"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
+
+// widgetKind is the kind the test reconcilers reconcile unless told otherwise.
+var widgetKind = schema.GroupKind{Group: "demo.example.com", Kind: "Widget"}
+
+// testReconciler is the decorator as the builder sets it up for a controller of widgets,
+// without a queue or a manager.
+func testReconciler(name string, r reconcile.Reconciler, opts ...Option) reconcile.Reconciler {
+	return newReconciler[reconcile.Request](name, r, newConfig(opts), widgetKind, nil, nil)
+}
+
+// testClient is c traced as NewManager traces the manager's client; marked says whether its
+// reads are told apart as cache reads.
+func testClient(c client.WithWatch, marked bool, opts ...Option) client.Client {
+	return traceClient(c, newCallTracer(c.Scheme(), marked, opts))
+}
 
 // testTelemetry is an in-memory tracer and meter provider pair.
 type testTelemetry struct {

@@ -3,6 +3,7 @@ package otelctrl
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -13,24 +14,26 @@ import (
 	"github.com/gowatchtower/watchtower/semconv"
 )
 
-// NewQueueFunc is the type of controller.TypedOptions.NewQueue.
-type NewQueueFunc[req comparable] = func(controllerName string, rateLimiter workqueue.TypedRateLimiter[req]) workqueue.TypedRateLimitingInterface[req]
+// newQueueFunc is the type of controller.TypedOptions.NewQueue.
+type newQueueFunc[req comparable] = func(controllerName string, rateLimiter workqueue.TypedRateLimiter[req]) workqueue.TypedRateLimitingInterface[req]
 
-// NewQueue returns a controller.Options NewQueue function that builds the queue with
+// tapLink hands a controller's queue tap to its reconciler: the queue is built when the
+// controller starts, after the reconciler.
+type tapLink[req comparable] struct{ tap atomic.Pointer[queueTap[req]] }
+
+// newTappedQueue returns a controller.Options NewQueue function that builds the queue with
 // newQueue (nil means controller-runtime's default, the priority queue) and taps it for:
 //
 //   - queue wait: the time from when a request became due (added, or its delay or backoff
 //     elapsed) to when a worker took it, as the watchtower.queue.wait histogram and, through
-//     NewReconciler with the same controller name, as an attribute of the reconcile span
-//     together with the request's retry count;
+//     link, as an attribute of the reconcile span together with the request's retry count;
 //   - watchtower.queue.adds by add kind: fresh work from event handlers, rate-limited requeues
 //     after errors, and delayed requeues.
 //
 // The tap wraps the queue and its rate limiter; it does not replace controller-runtime's
 // process-global workqueue metrics provider, so workqueue_* metrics are unchanged. A priority
 // queue stays a priority queue.
-func NewQueue[req comparable](newQueue NewQueueFunc[req], opts ...Option) NewQueueFunc[req] {
-	cfg := newConfig(opts)
+func newTappedQueue[req comparable](newQueue newQueueFunc[req], cfg config, link *tapLink[req]) newQueueFunc[req] {
 	in := instrumentsFor(cfg.meterProvider)
 	return func(controllerName string, rateLimiter workqueue.TypedRateLimiter[req]) workqueue.TypedRateLimitingInterface[req] {
 		tap := newQueueTap[req](controllerName, in)
@@ -42,17 +45,15 @@ func NewQueue[req comparable](newQueue NewQueueFunc[req], opts ...Option) NewQue
 			inner = priorityqueue.New(controllerName, func(o *priorityqueue.Opts[req]) { o.RateLimiter = limiter })
 		}
 		tap.numRequeues = inner.NumRequeues
-		taps.Store(controllerName, tap)
+		if link != nil {
+			link.tap.Store(tap)
+		}
 		if pq, ok := inner.(priorityqueue.PriorityQueue[req]); ok {
 			return &tappedPriorityQueue[req]{tappedQueue: tappedQueue[req]{TypedRateLimitingInterface: inner, tap: tap}, pq: pq}
 		}
 		return &tappedQueue[req]{TypedRateLimitingInterface: inner, tap: tap}
 	}
 }
-
-// taps maps a controller name to the tap of its queue, for the reconciler decorator. Names are
-// unique per manager (controller-runtime validates them).
-var taps sync.Map
 
 type started struct {
 	wait    time.Duration
@@ -68,7 +69,8 @@ type queueTap[req comparable] struct {
 	// due holds, per request in the queue, the earliest time it became (or becomes) due. Its
 	// size is bounded by the queue's, which deduplicates requests.
 	due map[req]time.Time
-	// taken holds the wait of requests a worker took and whose reconcile has not started yet.
+	// taken holds the wait of requests a worker took, until their reconcile takes it or the
+	// worker marks them done: its size is bounded by the number of workers.
 	taken map[req]started
 }
 
@@ -163,6 +165,13 @@ func (q *tappedQueue[req]) AddRateLimited(item req) {
 	// The due time comes from the rate limiter's When, which the queue calls.
 	q.tap.added(addRateLimited, 1)
 	q.TypedRateLimitingInterface.AddRateLimited(item)
+}
+
+// Done drops what the reconcile did not take (a queue used without our reconciler), so that
+// nothing outlives the request's processing.
+func (q *tappedQueue[req]) Done(item req) {
+	q.tap.take(item)
+	q.TypedRateLimitingInterface.Done(item)
 }
 
 func (q *tappedQueue[req]) Get() (req, bool) {

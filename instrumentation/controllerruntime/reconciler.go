@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
-	"time"
+		"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"k8s.io/apimachinery/pkg/types"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -25,6 +25,7 @@ const (
 	resultSuccess reconcileResult = iota
 	resultError
 	resultTerminalError
+	resultConflict
 	resultRequeue
 	resultRequeueAfter
 	resultPanic
@@ -35,49 +36,42 @@ var resultAttrs = [numResults]attribute.KeyValue{
 	resultSuccess:       semconv.ReconcileResultSuccess,
 	resultError:         semconv.ReconcileResultError,
 	resultTerminalError: semconv.ReconcileResultTerminalError,
+	resultConflict:      semconv.ReconcileResultConflict,
 	resultRequeue:       semconv.ReconcileResultRequeue,
 	resultRequeueAfter:  semconv.ReconcileResultRequeueAfter,
 	resultPanic:         semconv.ReconcileResultPanic,
 }
 
-// WithGroupKind names the API group and kind a reconciler reconciles, for the
-// watchtower.controller.group and watchtower.controller.kind attributes of NewReconciler and
-// NewTypedReconciler. NewControllerManagedBy sets it from For.
-func WithGroupKind(group, kind string) Option {
-	return optionFunc(func(c *config) { c.group, c.kind = group, kind })
-}
-
-// NewReconciler wraps r so that every reconcile is a root span named "reconcile
+// newReconciler wraps r so that every reconcile is a root span named "reconcile
 // <controllerName>" with the API calls it makes as children, and is counted and timed in the
-// reconcile metrics. The result is classified as success, error, terminal_error, requeue,
-// requeue_after or panic. A panic is recorded and re-raised unchanged, so controller-runtime's
-// recovery, its panic counter and its requeue behave exactly as without the wrapper.
+// reconcile metrics. The result is classified as success, error, terminal_error, conflict,
+// requeue, requeue_after or panic. A panic is recorded and re-raised unchanged, so
+// controller-runtime's recovery, its panic counter and its requeue behave exactly as without
+// the wrapper.
 //
-// controllerName should be the name controller-runtime knows the controller by (the builder's
-// Named, or the lower-cased kind of For), so that the reconcile metrics line up with
-// controller_runtime_reconcile_total.
-func NewReconciler(controllerName string, r reconcile.Reconciler, opts ...Option) reconcile.Reconciler {
-	return NewTypedReconciler[reconcile.Request](controllerName, r, opts...)
-}
-
-// NewTypedReconciler is NewReconciler for reconcile.TypedReconciler. For a request type other
-// than reconcile.Request, the object attributes come from its String method if it has one.
-func NewTypedReconciler[req comparable](controllerName string, r reconcile.TypedReconciler[req], opts ...Option) reconcile.TypedReconciler[req] {
-	cfg := newConfig(opts)
+// controllerName is the name controller-runtime knows the controller by (the builder's Named,
+// or the lower-cased kind of For), so that the reconcile metrics line up with
+// controller_runtime_reconcile_total. gk is the reconciled kind (empty without For); link
+// brings the queue's tap (nil: no queue wait on the span); active is the manager's set of
+// reconciles in flight, for its event recorders (nil: none).
+func newReconciler[req comparable](controllerName string, r reconcile.TypedReconciler[req], cfg config, gk schema.GroupKind, link *tapLink[req], active *activeSet) reconcile.TypedReconciler[req] {
 	in := instrumentsFor(cfg.meterProvider)
 	d := &reconciler[req]{
-		inner:   r,
-		cfg:     cfg,
-		name:    controllerName,
-		tracer:  cfg.tracerProvider.Tracer(ScopeName),
-		in:      in,
-		active:  in.activeFor(controllerName),
-		spanNam: semconv.ReconcileSpanName(controllerName),
+		inner:    r,
+		cfg:      cfg,
+		id:       &controllerID{name: controllerName},
+		gk:       gk,
+		link:     link,
+		set:      active,
+		tracer:   cfg.tracerProvider.Tracer(ScopeName),
+		in:       in,
+		inFlight: in.activeFor(controllerName),
+		spanNam:  semconv.ReconcileSpanName(controllerName),
 	}
 	ctrlAttrs := []attribute.KeyValue{
 		semconv.ControllerName(controllerName),
-		semconv.ControllerGroup(cfg.group),
-		semconv.ControllerKind(cfg.kind),
+		semconv.ControllerGroup(gk.Group),
+		semconv.ControllerKind(gk.Kind),
 	}
 	d.ctrlAttrs = ctrlAttrs
 	// No attributes at start: passing them costs an allocation per span even when the span is
@@ -98,17 +92,17 @@ func NewTypedReconciler[req comparable](controllerName string, r reconcile.Typed
 type reconciler[req comparable] struct {
 	inner       reconcile.TypedReconciler[req]
 	cfg         config
-	name        string
+	id          *controllerID
+	gk          schema.GroupKind
+	link        *tapLink[req]
+	set         *activeSet
 	spanNam     string
 	tracer      trace.Tracer
 	in          *instruments
-	active      interface{ Add(int64) int64 }
+	inFlight    interface{ Add(int64) int64 }
 	startOpts   []trace.SpanStartOption
 	newRootOpts []trace.SpanStartOption
 	ctrlAttrs   []attribute.KeyValue
-
-	// tap caches the queue tap of this controller once NewQueue has registered it.
-	tap atomic.Pointer[queueTap[req]]
 
 	recordOpts [numResults][]metric.RecordOption
 	addOpts    [numResults][]metric.AddOption
@@ -122,10 +116,10 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 		startOpts = d.newRootOpts
 	}
 	ctx, span := d.tracer.Start(ctx, d.spanNam, startOpts...)
-	st := &reconcileState{controller: d.name, span: span, start: start}
+	st := &reconcileState{ctrl: d.id, span: span, start: start}
 	st.wait, st.retries, st.queued = d.takeQueueWait(r)
 	if nn, ok := any(r).(reconcile.Request); ok {
-		st.object = nn.NamespacedName
+		st.object = activeKey{gk: d.gk, NamespacedName: nn.NamespacedName}
 		st.hasObject = true
 	} else if s, ok := any(r).(fmt.Stringer); ok && span.IsRecording() {
 		st.objectString = s.String()
@@ -138,10 +132,10 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	if d.cfg.logCorrelation {
 		ctx = contextWithTraceLogger(ctx, st)
 	}
-	if st.hasObject {
-		activeReconciles.add(st)
+	if st.hasObject && d.set != nil {
+		d.set.add(st)
 	}
-	d.active.Add(1)
+	d.inFlight.Add(1)
 
 	defer d.recoverPanic(st)
 	res, err = d.inner.Reconcile(ctx, r)
@@ -151,6 +145,10 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	case resultError, resultTerminalError:
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
+	case resultConflict:
+		// Recorded, but the span's status stays unset: error-based tail sampling and error
+		// ratios must not count a conflict as a failure.
+		span.RecordError(err)
 	case resultRequeueAfter:
 		st.requeueAfter = res.RequeueAfter
 	}
@@ -160,16 +158,12 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 
 // takeQueueWait returns what the controller's queue tap recorded when a worker took r.
 func (d *reconciler[req]) takeQueueWait(r req) (time.Duration, int, bool) {
-	tap := d.tap.Load()
+	if d.link == nil {
+		return 0, 0, false
+	}
+	tap := d.link.tap.Load()
 	if tap == nil {
-		v, ok := taps.Load(d.name)
-		if !ok {
-			return 0, 0, false
-		}
-		if tap, ok = v.(*queueTap[req]); !ok {
-			return 0, 0, false
-		}
-		d.tap.Store(tap)
+		return 0, 0, false
 	}
 	s, ok := tap.take(r)
 	return s.wait, s.retries, ok
@@ -190,9 +184,9 @@ func (d *reconciler[req]) recoverPanic(st *reconcileState) {
 // call: one allocation in the SDK instead of one per call, and none for unsampled spans.
 // (Samplers therefore see only the controller attributes given at start.)
 func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
-	d.active.Add(-1)
-	if st.hasObject {
-		activeReconciles.remove(st)
+	d.inFlight.Add(-1)
+	if st.hasObject && d.set != nil {
+		d.set.remove(st)
 	}
 	if st.span.IsRecording() {
 		a := make([]attribute.KeyValue, 0, 12)
@@ -232,6 +226,10 @@ func classify(res reconcile.Result, err error) reconcileResult {
 	switch {
 	case err != nil && errors.Is(err, reconcile.TerminalError(nil)):
 		return resultTerminalError
+	case err != nil && apierrors.IsConflict(err):
+		// Optimistic concurrency at work (a stale cache read, a concurrent writer): requeued
+		// like an error, but no reason to page anyone.
+		return resultConflict
 	case err != nil:
 		return resultError
 	case res.RequeueAfter > 0:
@@ -249,10 +247,10 @@ func classify(res reconcile.Result, err error) reconcileResult {
 // allocation per reconcile over context.WithValue.
 type reconcileState struct {
 	parent     context.Context
-	controller string
+	ctrl       *controllerID
 	span       trace.Span
 	start      time.Time
-	object     types.NamespacedName
+	object     activeKey
 	hasObject  bool
 	prevActive *reconcileState // see activeSet
 

@@ -12,10 +12,15 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -37,15 +42,18 @@ func TestReconcileResultsAreClassified(t *testing.T) {
 		{semconv.ReconcileResultSuccessValue, reconcile.Result{}, nil, codes.Unset},
 		{semconv.ReconcileResultErrorValue, reconcile.Result{}, errors.New("boom"), codes.Error},
 		{semconv.ReconcileResultTerminalErrorValue, reconcile.Result{}, reconcile.TerminalError(errors.New("bad spec")), codes.Error},
+		// A 409 from an update on a stale object, wrapped as operators do: requeued like an
+		// error, but not a failure.
+		{semconv.ReconcileResultConflictValue, reconcile.Result{}, fmt.Errorf("update status: %w", apierrors.NewConflict(schema.GroupResource{Group: "demo.example.com", Resource: "widgets"}, "w1", errors.New("the object has been modified"))), codes.Unset},
 		{semconv.ReconcileResultRequeueValue, reconcile.Result{Requeue: true}, nil, codes.Unset}, //lint:ignore SA1019 Requeue is still honoured and must be classified
 		{semconv.ReconcileResultRequeueAfterValue, reconcile.Result{RequeueAfter: 30 * time.Second}, nil, codes.Unset},
 		{semconv.ReconcileResultErrorValue, reconcile.Result{RequeueAfter: time.Second}, fmt.Errorf("wrapped: %w", errors.New("x")), codes.Error},
 	} {
 		t.Run(tc.result, func(t *testing.T) {
 			tt := newTestTelemetry(t)
-			r := NewReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+			r := testReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 				return tc.res, tc.err
-			}), append(tt.opts, WithGroupKind("demo.example.com", "Widget"))...)
+			}), tt.opts...)
 			res, err := r.Reconcile(context.Background(), req("ns1", "w1"))
 			if res != tc.res || !errors.Is(err, tc.err) {
 				t.Fatalf("the decorator changed the result: got (%v, %v), want (%v, %v)", res, err, tc.res, tc.err)
@@ -74,7 +82,8 @@ func TestReconcileResultsAreClassified(t *testing.T) {
 				t.Errorf("span status %v, want %v", s.Status().Code, tc.wantStatus)
 			}
 			if tc.err != nil {
-				if len(s.Events()) == 0 || s.Events()[0].Name != "exception" || !strings.Contains(s.Status().Description, tc.err.Error()) {
+				// The error is always on the span; it is the status only when it is a failure.
+				if len(s.Events()) == 0 || s.Events()[0].Name != "exception" || (tc.wantStatus == codes.Error) != strings.Contains(s.Status().Description, tc.err.Error()) {
 					t.Errorf("an error must be recorded as an exception event and the status description; events %v status %v", s.Events(), s.Status())
 				}
 			}
@@ -96,9 +105,10 @@ func TestReconcileResultsAreClassified(t *testing.T) {
 
 func TestPanicIsRecordedAndReraised(t *testing.T) {
 	tt := newTestTelemetry(t)
-	r := NewReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+	set := newActiveSet()
+	r := newReconciler[reconcile.Request]("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 		panic("nil map write")
-	}), tt.opts...)
+	}), newConfig(tt.opts), widgetKind, nil, set)
 
 	var recovered any
 	func() {
@@ -122,7 +132,7 @@ func TestPanicIsRecordedAndReraised(t *testing.T) {
 	if n := counterValue(t, m[semconv.ReconcileActiveName], semconv.ControllerName("widget")); n != 0 {
 		t.Errorf("in-flight reconciles after a panic = %d, want 0", n)
 	}
-	if activeReconciles.lookup(types.NamespacedName{Namespace: "ns", Name: "p"}) != nil {
+	if set.lookup(activeKey{gk: widgetKind, NamespacedName: types.NamespacedName{Namespace: "ns", Name: "p"}}) != nil {
 		t.Error("a panicked reconcile must not stay registered as active")
 	}
 }
@@ -134,10 +144,10 @@ func (c customRequest) String() string { return "custom/" + c.key }
 func TestTypedReconciler(t *testing.T) {
 	tt := newTestTelemetry(t)
 	var got customRequest
-	r := NewTypedReconciler("typed", reconcile.TypedFunc[customRequest](func(_ context.Context, r customRequest) (reconcile.Result, error) {
+	r := newReconciler("typed", reconcile.TypedReconciler[customRequest](reconcile.TypedFunc[customRequest](func(_ context.Context, r customRequest) (reconcile.Result, error) {
 		got = r
 		return reconcile.Result{}, nil
-	}), tt.opts...)
+	})), newConfig(tt.opts), schema.GroupKind{}, nil, nil)
 	if _, err := r.Reconcile(context.Background(), customRequest{"k1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +165,7 @@ func TestLogsCarryTraceAndSpanID(t *testing.T) {
 	var buf bytes.Buffer
 	logger := funcr.New(func(prefix, args string) { buf.WriteString(args + "\n") }, funcr.Options{})
 	var sc trace.SpanContext
-	r := NewReconciler("widget", reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 		sc = trace.SpanContextFromContext(ctx)
 		log.FromContext(ctx).Info("reconciling")
 		return reconcile.Result{}, nil
@@ -172,26 +182,18 @@ func TestLogsCarryTraceAndSpanID(t *testing.T) {
 	}
 }
 
-func TestEventsBecomeSpanEventsAndCounts(t *testing.T) {
-	tt := newTestTelemetry(t)
-	fake := record.NewFakeRecorder(10)
-	rec := WrapLegacyEventRecorder(fake, tt.opts...)
-	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "owner"}}
-	yes := true
-	owned := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "owned-pod",
-		OwnerReferences: []metav1.OwnerReference{{Name: "owner", Controller: &yes}}}}
-	r := NewReconciler("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
-		rec.Eventf(owner, corev1.EventTypeNormal, "Created", "created %s", "deployment")
-		rec.Event(owned, corev1.EventTypeWarning, "BackOff", "restarting")
-		return reconcile.Result{}, nil
-	}), tt.opts...)
-	if _, err := r.Reconcile(context.Background(), req("ns", "owner")); err != nil {
-		t.Fatal(err)
-	}
-	if len(fake.Events) != 2 {
-		t.Fatalf("the wrapped recorder must still emit both events, got %d", len(fake.Events))
-	}
-	s := tt.spans.Ended()[0]
+// A manager's event plumbing: a core/v1 recorder and a reconciler of ConfigMaps sharing one
+// set of reconciles in flight.
+func testRecorder(tt *testTelemetry, set *activeSet) (*record.FakeRecorder, record.EventRecorder) {
+	fake := record.NewFakeRecorder(100)
+	return fake, &legacyEventRecorder{EventRecorder: fake, tap: eventTap{in: instrumentsFor(newConfig(tt.opts).meterProvider), active: set, scheme: clientgoscheme.Scheme}}
+}
+
+func configMapReconciler(tt *testTelemetry, set *activeSet, name string, fn reconcile.Func) reconcile.Reconciler {
+	return newReconciler[reconcile.Request](name, fn, newConfig(tt.opts), schema.GroupKind{Kind: "ConfigMap"}, nil, set)
+}
+
+func spanEvents(s sdktrace.ReadOnlySpan) []string {
 	var got []string
 	for _, e := range s.Events() {
 		if e.Name != semconv.EventSpanName {
@@ -210,6 +212,29 @@ func TestEventsBecomeSpanEventsAndCounts(t *testing.T) {
 		}
 		got = append(got, typ+"/"+reason+"/"+note)
 	}
+	return got
+}
+
+func TestEventsBecomeSpanEventsAndCounts(t *testing.T) {
+	tt := newTestTelemetry(t)
+	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "owner"}}
+	yes := true
+	owned := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "owned-pod",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", Controller: &yes}}}}
+	set := newActiveSet()
+	fake, rec := testRecorder(tt, set)
+	r := configMapReconciler(tt, set, "widget", func(context.Context, reconcile.Request) (reconcile.Result, error) {
+		rec.Eventf(owner, corev1.EventTypeNormal, "Created", "created %s", "deployment")
+		rec.Event(owned, corev1.EventTypeWarning, "BackOff", "restarting")
+		return reconcile.Result{}, nil
+	})
+	if _, err := r.Reconcile(context.Background(), req("ns", "owner")); err != nil {
+		t.Fatal(err)
+	}
+	if len(fake.Events) != 2 {
+		t.Fatalf("the wrapped recorder must still emit both events, got %d", len(fake.Events))
+	}
+	got := spanEvents(tt.spans.Ended()[0])
 	want := []string{"Normal/Created/created deployment", "Warning/BackOff/restarting"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("span events %v, want %v", got, want)
@@ -225,13 +250,83 @@ func TestEventsBecomeSpanEventsAndCounts(t *testing.T) {
 	}
 }
 
+// TestEventsNeverLandOnAnUnrelatedSpan: while a ConfigMap "app" is being reconciled, Events
+// about other objects named "app" — a Secret, a ConfigMap of another namespace, a Pod owned by
+// a Deployment "app" — emitted elsewhere (a runnable, another manager) stay off its span.
+func TestEventsNeverLandOnAnUnrelatedSpan(t *testing.T) {
+	tt := newTestTelemetry(t)
+	yes := true
+	inReconcile := make(chan struct{})
+	release := make(chan struct{})
+	set := newActiveSet()
+	_, rec := testRecorder(tt, set)
+	r := configMapReconciler(tt, set, "configmap", func(context.Context, reconcile.Request) (reconcile.Result, error) {
+		close(inReconcile)
+		<-release
+		return reconcile.Result{}, nil
+	})
+	// A second manager in the same process, with its own set, reconciling nothing.
+	_, otherRec := testRecorder(tt, newActiveSet())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = r.Reconcile(context.Background(), req("ns", "app"))
+	}()
+	<-inReconcile
+	rec.Event(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"}}, "Normal", "SecretSynced", "same name, other kind")
+	rec.Event(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "app"}}, "Normal", "OtherNamespace", "same name, other namespace")
+	rec.Event(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app-1", OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "app", Controller: &yes}}}}, "Normal", "OwnedByDeployment", "owner of the same name, other kind")
+	otherRec.Event(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"}}, "Normal", "OtherManager", "same object, another manager's recorder")
+	rec.Event(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"}}, "Normal", "Mine", "the object itself")
+	close(release)
+	<-done
+	if got := spanEvents(tt.spans.Ended()[0]); strings.Join(got, ",") != "Normal/Mine/the object itself" {
+		t.Errorf("span events %v: only the Event about the reconciled ConfigMap belongs on its span", got)
+	}
+}
+
+// TestEventRecorderForAttributesExactly: a recorder bound to the reconcile's context puts its
+// Events on that reconcile whatever they are about, and on a caller's own span outside any
+// reconcile.
+func TestEventRecorderForAttributesExactly(t *testing.T) {
+	tt := newTestTelemetry(t)
+	fake := events.NewFakeRecorder(10)
+	base := &eventRecorder{EventRecorder: fake, tap: eventTap{in: instrumentsFor(newConfig(tt.opts).meterProvider)}}
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+		EventRecorderFor(ctx, base).Eventf(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "unrelated-name"}}, nil, "Normal", "Rotated", "Rotate", "key %d", 2)
+		return reconcile.Result{}, nil
+	}), tt.opts...)
+	if _, err := r.Reconcile(context.Background(), req("ns", "w")); err != nil {
+		t.Fatal(err)
+	}
+	if got := spanEvents(tt.spans.Ended()[0]); strings.Join(got, ",") != "Normal/Rotated/key 2" {
+		t.Errorf("span events %v", got)
+	}
+	if n := counterValue(t, tt.metrics(t)[semconv.EventsName], semconv.ControllerName("widget"), semconv.EventReason("Rotated")); n != 1 {
+		t.Errorf("events{controller=widget,reason=Rotated} = %d, want 1", n)
+	}
+	// Outside a reconcile, under a webhook's or runnable's own span.
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(tt.spans))
+	ctx, span := tp.Tracer("test").Start(context.Background(), "webhook")
+	EventRecorderFor(ctx, base).Eventf(&corev1.Secret{}, nil, "Warning", "Denied", "Admit", "no")
+	span.End()
+	ended := tt.spans.Ended()
+	if got := spanEvents(ended[len(ended)-1]); strings.Join(got, ",") != "Warning/Denied/no" {
+		t.Errorf("caller's span events %v", got)
+	}
+	if len(fake.Events) != 2 {
+		t.Errorf("both Events must still be emitted, got %d", len(fake.Events))
+	}
+}
+
+
 // TestSeriesCountIsConstantInObjects: metric labels never carry object names, so reconciling
 // 10,000 distinct objects yields as many series as reconciling 10.
 func TestSeriesCountIsConstantInObjects(t *testing.T) {
 	tt := newTestTelemetry(t)
-	fake := record.NewFakeRecorder(1)
-	rec := WrapLegacyEventRecorder(fake, tt.opts...)
-	r := NewReconciler("widget", reconcile.Func(func(_ context.Context, q reconcile.Request) (reconcile.Result, error) {
+	set := newActiveSet()
+	fake, rec := testRecorder(tt, set)
+	r := configMapReconciler(tt, set, "widget", func(_ context.Context, q reconcile.Request) (reconcile.Result, error) {
 		select {
 		case <-fake.Events:
 		default:
@@ -241,7 +336,7 @@ func TestSeriesCountIsConstantInObjects(t *testing.T) {
 			return reconcile.Result{}, errors.New("failed for " + q.Name)
 		}
 		return reconcile.Result{}, nil
-	}), tt.opts...)
+	})
 	run := func(from, to int) {
 		for i := from; i < to; i++ {
 			_, _ = r.Reconcile(context.Background(), req(fmt.Sprintf("ns-%d", i%97), fmt.Sprintf("obj-%d", i)))

@@ -1,7 +1,10 @@
 package otelctrl
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel/codes"
@@ -21,13 +24,17 @@ import (
 // never a watch: the informers' list-watch connections live for as long as the process, and
 // a span is ended when the response headers arrive, not when the body is drained.
 func WrapConfig(cfg *rest.Config, opts ...Option) *rest.Config {
-	c := newConfig(opts)
+	return wrapConfig(cfg, newConfig(opts))
+}
+
+func wrapConfig(cfg *rest.Config, c config) *rest.Config {
 	out := rest.CopyConfig(cfg)
-	tracer := c.tracerProvider.Tracer(ScopeName)
-	out.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &transport{next: rt, cfg: c, tracer: tracer}
-	})
+	out.Wrap(func(rt http.RoundTripper) http.RoundTripper { return newTransport(rt, c) })
 	return out
+}
+
+func newTransport(next http.RoundTripper, c config) http.RoundTripper {
+	return &transport{next: next, cfg: c, tracer: c.tracerProvider.Tracer(ScopeName)}
 }
 
 type transport struct {
@@ -43,7 +50,9 @@ var methodSpanNames = map[string]string{
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	traced := (stateFromContext(ctx) != nil || t.cfg.apiSpansOutsideReconcile) && !isWatch(req)
+	// Traced where the logical calls are: in a reconcile, under a caller's own span, or
+	// everywhere when asked for.
+	traced := (t.cfg.apiSpansOutsideReconcile || trace.SpanContextFromContext(ctx).IsValid() || stateFromContext(ctx) != nil) && !isWatch(req)
 	var span trace.Span
 	if traced {
 		name, ok := methodSpanNames[req.Method]
@@ -54,8 +63,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if span.IsRecording() {
 			span.SetAttributes(
 				otelsemconv.HTTPRequestMethodKey.String(req.Method),
-				otelsemconv.URLFullKey.String(req.URL.String()),
-				otelsemconv.ServerAddressKey.String(req.URL.Hostname()),
+				otelsemconv.URLFull(redactedURL(req.URL)),
+				otelsemconv.ServerAddress(req.URL.Hostname()),
+				otelsemconv.ServerPort(serverPort(req.URL)),
 			)
 		}
 	}
@@ -70,15 +80,56 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case err != nil:
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
+			span.SetAttributes(otelsemconv.ErrorTypeKey.String(fmt.Sprintf("%T", err)))
 		default:
-			span.SetAttributes(otelsemconv.HTTPResponseStatusCodeKey.Int(resp.StatusCode))
+			span.SetAttributes(otelsemconv.HTTPResponseStatusCode(resp.StatusCode))
 			if resp.StatusCode >= 500 {
 				span.SetStatus(codes.Error, resp.Status)
+				span.SetAttributes(otelsemconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
 			}
 		}
 		span.End()
 	}
 	return resp, err
+}
+
+// redactedURL is u without credentials, as the HTTP semantic conventions require for
+// url.full: userinfo, and the values of query parameters that carry signatures or tokens.
+func redactedURL(u *url.URL) string {
+	if u.User == nil && u.RawQuery == "" {
+		return u.String()
+	}
+	c := *u
+	if c.User != nil {
+		c.User = url.UserPassword("REDACTED", "REDACTED")
+	}
+	if c.RawQuery != "" {
+		q := c.Query()
+		changed := false
+		for k := range q {
+			switch strings.ToLower(k) {
+			case "access_token", "token", "sig", "signature", "x-amz-signature", "x-goog-signature", "awsaccesskeyid":
+				q[k] = []string{"REDACTED"}
+				changed = true
+			}
+		}
+		if changed {
+			c.RawQuery = q.Encode()
+		}
+	}
+	return c.String()
+}
+
+// serverPort is the port the request goes to, the scheme's default when the URL names none.
+func serverPort(u *url.URL) int {
+	if p := u.Port(); p != "" {
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	if u.Scheme == "http" {
+		return 80
+	}
+	return 443
 }
 
 // isWatch reports whether req opens a watch: ?watch=true (or 1) on a list, or the legacy

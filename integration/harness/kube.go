@@ -23,6 +23,8 @@ type Kube struct {
 type kubeConfig struct {
 	apiserverFlags map[string]string
 	crdPaths       []string
+	// envHooks adjust the envtest environment before it starts (see WithValidatingWebhooks).
+	envHooks []func(TB, *envtest.Environment)
 }
 
 // KubeOption configures StartKube.
@@ -85,6 +87,9 @@ func StartKube(t TB, opts ...KubeOption) *Kube {
 		api.Configure().Set(k, v)
 	}
 	env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+	for _, hook := range cfg.envHooks {
+		hook(t, env)
+	}
 
 	restCfg, err := env.Start()
 	if err != nil {

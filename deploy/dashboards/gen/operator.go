@@ -53,7 +53,7 @@ func operatorReconciles() (dashboard.Dashboard, error) {
 		WithPanel(single("Reconciles in flight", "Reconciles running right now.", "short",
 			query(`sum(watchtower_reconcile_active{`+opSel+`})`, "in flight"))).
 		WithRow(row("Reconciles")).
-		WithPanel(graph("Reconciles per second by result", "Rate of reconciles per controller and result: success, error, terminal_error, requeue, requeue_after, panic.", "ops",
+		WithPanel(graph("Reconciles per second by result", "Rate of reconciles per controller and result: success, error, terminal_error, conflict, requeue, requeue_after, panic.", "ops",
 			query(`sum by (watchtower_controller_name, watchtower_reconcile_result) (rate(watchtower_reconciles_total{`+opSel+`}[$__rate_interval]))`,
 				"{{watchtower_controller_name}} {{watchtower_reconcile_result}}"))).
 		WithPanel(graph("Failed reconciles per second", "Reconciles that ended in error (requeued with backoff), terminal_error (not requeued) or panic (recovered by controller-runtime).", "ops",

@@ -57,7 +57,12 @@ func main() {
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
-	tel := sdk.MustStart(context.Background(), sdk.WithServiceName("workload-operator")) // GoWatchtower
+	// Configured by the OTEL_* variables of config/manager/manager.yaml.
+	tel, err := sdk.Start(context.Background()) // GoWatchtower
+	if err != nil {
+		setupLog.Error(err, "unable to set up OpenTelemetry")
+		os.Exit(1)
+	}
 
 	// As in kubebuilder's scaffold: HTTP/2 stays off unless asked for, because of the HTTP/2
 	// Stream Cancellation and Rapid Reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).

@@ -193,6 +193,7 @@ func run(r *runner, p ports, dir string) int {
 		Args: []string{"--metrics-bind-address=" + harness.Loopback(p.operatorMetrics), "--metrics-secure=false", "--health-probe-bind-address=" + probe},
 		Env: []string{
 			"KUBECONFIG=" + kubeconfig,
+			"OTEL_SERVICE_NAME=workload-operator",
 			fmt.Sprintf("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d", p.otlpHTTP),
 			"OTEL_METRIC_EXPORT_INTERVAL=5000",
 			"POD_NAME=workload-operator-demo", "POD_NAMESPACE=default", "NODE_NAME=" + hostname(),
