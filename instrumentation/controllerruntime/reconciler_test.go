@@ -15,8 +15,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -318,7 +318,6 @@ func TestEventRecorderForAttributesExactly(t *testing.T) {
 		t.Errorf("both Events must still be emitted, got %d", len(fake.Events))
 	}
 }
-
 
 // TestSeriesCountIsConstantInObjects: metric labels never carry object names, so reconciling
 // 10,000 distinct objects yields as many series as reconciling 10.
