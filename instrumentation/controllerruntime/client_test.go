@@ -202,8 +202,8 @@ func TestTransportSpansFollowHTTPClientConventions(t *testing.T) {
 			"server.address":      u.Hostname(),
 			"server.port":         strconv.Itoa(port),
 		} {
-			if v, _ := spanAttr(s, key); v.Emit() != want {
-				t.Errorf("wire span %d: %s = %q, want %q", i, key, v.Emit(), want)
+			if v, _ := spanAttr(s, key); v.String() != want {
+				t.Errorf("wire span %d: %s = %q, want %q", i, key, v.String(), want)
 			}
 		}
 	}

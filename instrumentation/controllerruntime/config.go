@@ -25,8 +25,6 @@ type config struct {
 	apiSpansOutsideReconcile bool
 	// logCorrelation adds trace_id and span_id to the reconcile context's logger.
 	logCorrelation bool
-	// group and kind of the reconciled type (WithGroupKind).
-	group, kind string
 }
 
 func newConfig(opts []Option) config {

@@ -8,11 +8,12 @@
 //
 // # The common path
 //
-// A kubebuilder operator changes three lines in main.go and one per controller:
+// A kubebuilder operator changes four lines in main.go and one per controller:
 //
 //	tel, err := sdk.Start(ctx)                       // OpenTelemetry for the process (package sdk)
-//	defer tel.Shutdown(context.Background())
 //	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{ /* unchanged */ })
+//	runErr := mgr.Start(ctrl.SetupSignalHandler())
+//	_ = tel.Shutdown(context.Background())           // bounded; not deferred, os.Exit skips defers
 //
 // and in each controller's SetupWithManager:
 //
@@ -25,11 +26,13 @@
 // counter). NewControllerManagedBy is controller-runtime's builder with the reconciler wrapped
 // in a root span per reconcile and the workqueue instrumented for queue wait and requeue counts.
 //
-// # Building blocks
+// # Beyond the manager
 //
-// Each piece is usable alone: NewReconciler and NewTypedReconciler (the decorator), NewClient
-// (a manager.Options.NewClient), WrapConfig (the transport), NewQueue (a controller.Options
-// NewQueue), and WrapEventRecorder / WrapLegacyEventRecorder.
+// NewTypedControllerManagedBy does the same for a reconcile.TypedReconciler whose requests are not
+// reconcile.Request. WrapConfig instruments a rest.Config used outside the manager.
+// EventRecorderFor binds a recorder to a context, so an Event lands on exactly the span of that
+// context. The manager's webhook server gets a SERVER span per admission request that continues
+// the API server's trace (see docs/instrumenting-an-operator.md).
 //
 // All of them use the global OpenTelemetry providers unless given WithTracerProvider /
 // WithMeterProvider, so they work with package sdk, with any other OpenTelemetry setup, and do

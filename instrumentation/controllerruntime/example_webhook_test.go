@@ -89,7 +89,7 @@ func ExampleNewManager_webhooks() {
 	for _, kv := range s.Attributes() {
 		switch kv.Key {
 		case semconv.AdmissionAllowedKey, semconv.AdmissionCodeKey, semconv.AdmissionMessageKey:
-			fmt.Printf("%s=%s\n", kv.Key, kv.Value.Emit())
+			fmt.Printf("%s=%s\n", kv.Key, kv.Value.String())
 		}
 	}
 	// Output:

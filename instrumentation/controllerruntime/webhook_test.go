@@ -165,8 +165,8 @@ func TestWebhookSpanContinuesTheCallersTrace(t *testing.T) {
 		semconv.ObjectNamespaceKey:            "team-a",
 		semconv.ObjectNameKey:                 "good",
 	} {
-		if v, ok := spanAttr(s, key); !ok || v.Emit() != want {
-			t.Errorf("%s = %q (set %v), want %q", key, v.Emit(), ok, want)
+		if v, ok := spanAttr(s, key); !ok || v.String() != want {
+			t.Errorf("%s = %q (set %v), want %q", key, v.String(), ok, want)
 		}
 	}
 	if _, ok := spanAttr(s, semconv.AdmissionReasonKey); ok {
@@ -215,7 +215,7 @@ func TestWebhookSpanRecordsTheAdmissionDecision(t *testing.T) {
 			t.Errorf("%s: no span", name)
 			continue
 		}
-		got := func(k attribute.Key) string { v, _ := spanAttr(s, k); return v.Emit() }
+		got := func(k attribute.Key) string { v, _ := spanAttr(s, k); return v.String() }
 		if got(semconv.AdmissionAllowedKey) != w.allowed || got(semconv.AdmissionCodeKey) != w.code ||
 			got(semconv.AdmissionReasonKey) != w.reason || got(semconv.AdmissionMessageKey) != w.message {
 			t.Errorf("%s: allowed=%q code=%q reason=%q message=%q, want %+v", name,
@@ -265,7 +265,7 @@ func TestWebhookSpanForAPlainHandler(t *testing.T) {
 	}
 	s := spans[0]
 	if v, _ := spanAttr(s, otelsemconv.HTTPResponseStatusCodeKey); v.AsInt64() != 503 || s.Status().Code != codes.Error {
-		t.Errorf("status code %v, span status %v: want 503 and an error", v.Emit(), s.Status())
+		t.Errorf("status code %v, span status %v: want 503 and an error", v.String(), s.Status())
 	}
 	if _, ok := spanAttr(s, semconv.AdmissionAllowedKey); ok {
 		t.Errorf("a non-admission handler has no decision")
