@@ -350,33 +350,55 @@ func TestAPIServerSpansForAServiceAccount(t *testing.T) {
 	// started before WithTracing (DefaultBuildHandlerChain's filterlatency.TrackStarted
 	// "authentication"), so it is the parent of the request's span only when that span neither
 	// continues a traceparent nor is a new root; otherwise it is the lone span of a trace of its
-	// own. Four requests since the identities' first request are such: the ServiceAccount's two
-	// (its SelfSubjectReview and its POST, new roots) and the trusted callers' POSTs (which
-	// continue the reconcile's trace).
-	const loneAuthentication = 4
+	// own. So the one-span authentication traces since the identities' first request are as many
+	// as the requests whose span is a new root (an untrusted caller's) or continues a
+	// traceparent (a trusted caller's, or one of the API server's own loopback calls) — among them the four this test made: the
+	// ServiceAccount's SelfSubjectReview and POST, the trusted callers' POSTs.
+	known := map[string]int{
+		"apiserver-links-serviceaccount root POST /apis/authentication.k8s.io/v1/selfsubjectreviews": 1,
+		"apiserver-links-serviceaccount root " + createOp:                                            1,
+		"apiserver-links-admin continued " + createOp:                                                1,
+		"apiserver-links-monitoring continued " + createOp:                                           1,
+	}
 	var api apiserverSpanStats
 	kctx, kcancel := context.WithTimeout(ctx, time.Minute)
 	defer kcancel()
-	waitFor(t, kctx, fmt.Sprintf("%d one-span authentication traces of the API server in Kafka", loneAuthentication), func() (bool, error) {
+	waitFor(t, kctx, "as many one-span authentication traces of the API server in Kafka as requests that are new roots or continue a traceparent", func() (bool, error) {
 		api = countAPIServerSpans(readSpans(t, kctx, kafka, spansTopic), since)
-		return api.loneAuthentication == loneAuthentication, fmt.Errorf("%+v", api)
+		for k, n := range known {
+			if api.unchained[k] < n {
+				return false, fmt.Errorf("%+v: no %q yet", api, k)
+			}
+		}
+		return api.loneAuthentication == api.unchainedRequests, fmt.Errorf("%+v", api)
 	})
 	received, _, _ := gw.SelfMetric(ctx, "otelcol_receiver_accepted_spans", map[string]string{"receiver": "otlp"})
 	sent, _, _ := gw.SelfMetric(ctx, "otelcol_exporter_sent_spans", map[string]string{"exporter": "otlp_grpc/traces_backend"})
-	t.Logf("cost: Kafka holds %d API server spans in %d traces for %d requests (%.1f spans per request), %d of them one-span authentication traces; the gateway accepted %v spans, sent %v to Jaeger; the apiserver-linked policy kept %v trace(s)",
-		api.spans, api.traces, api.requests, float64(api.spans)/float64(max(api.requests, 1)), api.loneAuthentication, received, sent, kept)
+	t.Logf("cost: Kafka holds %d API server spans in %d traces for %d requests (%.1f spans per request); %d one-span authentication traces = %d requests that are new roots or continue a traceparent %v; the gateway accepted %v spans, sent %v to Jaeger; the apiserver-linked policy kept %v trace(s)",
+		api.spans, api.traces, api.requests, float64(api.spans)/float64(max(api.requests, 1)), api.loneAuthentication, api.unchainedRequests, api.unchained, received, sent, kept)
 }
 
 type apiserverSpanStats struct {
-	spans, traces, requests, loneAuthentication int
+	spans, traces, requests, loneAuthentication, unchainedRequests int
+	// unchained counts the requests since the cut-off whose span is not the child of its
+	// authentication span (a new root, or the continuation of a traceparent), by
+	// "user agent, root|continued, span name".
+	unchained map[string]int
 }
 
-// countAPIServerSpans counts the API server's spans, its traces (root spans), the requests it
-// served (server spans), and the traces started since that are a lone "authentication" span.
+// countAPIServerSpans counts the API server's spans, its traces (root spans) and the requests
+// it served (server spans); and, from since on, the traces that are a lone "authentication"
+// span and the requests whose span is not a child of its authentication span.
 func countAPIServerSpans(spans []kafkaSpan, since time.Time) apiserverSpanStats {
-	var st apiserverSpanStats
+	st := apiserverSpanStats{unchained: map[string]int{}}
 	perTrace := map[string]int{}
 	authRoots := map[string]bool{}
+	names := map[string]string{}
+	for _, s := range spans {
+		if s.service == "apiserver" {
+			names[s.span.SpanID().String()] = s.span.Name()
+		}
+	}
 	for _, s := range spans {
 		if s.service != "apiserver" {
 			continue
@@ -384,12 +406,24 @@ func countAPIServerSpans(spans []kafkaSpan, since time.Time) apiserverSpanStats 
 		st.spans++
 		tid := s.span.TraceID().String()
 		perTrace[tid]++
+		recent := !s.span.StartTimestamp().AsTime().Before(since)
+		parent := s.span.ParentSpanID()
 		if s.span.Kind() == ptrace.SpanKindServer {
 			st.requests++
+			// The API server's own loopback requests continue a span of the API server (its
+			// client's): "continued" covers them as well as the callers' traceparent.
+			if recent && names[parent.String()] != "authentication" {
+				how := "root"
+				if !parent.IsEmpty() {
+					how = "continued"
+				}
+				st.unchainedRequests++
+				st.unchained[s.attr("user_agent.original")+" "+how+" "+s.span.Name()]++
+			}
 		}
-		if s.span.ParentSpanID().IsEmpty() {
+		if parent.IsEmpty() {
 			st.traces++
-			if s.span.Name() == "authentication" && !s.span.StartTimestamp().AsTime().Before(since) {
+			if s.span.Name() == "authentication" && recent {
 				authRoots[tid] = true
 			}
 		}

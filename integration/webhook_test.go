@@ -171,13 +171,23 @@ func TestWebhookSpansContinueTheAPIServersTrace(t *testing.T) {
 			if err != nil || !found {
 				return false, err
 			}
+			ws = harness.JaegerSpan{}
 			for _, s := range tr.Spans {
 				if tr.Processes[s.ProcessID].ServiceName == operatorService && s.OperationName == "POST "+path {
 					ws = s
+				}
+			}
+			if ws.SpanID == "" {
+				return false, fmt.Errorf("trace %s has %d spans, none %q of %s", traceID, len(tr.Spans), "POST "+path, operatorService)
+			}
+			// The two processes export on their own schedules (the API server batches its spans):
+			// wait for the webhook span's parent too before judging whose it is.
+			for _, s := range tr.Spans {
+				if s.SpanID == ws.ParentSpanID() {
 					return true, nil
 				}
 			}
-			return false, fmt.Errorf("trace %s has %d spans, none %q of %s", traceID, len(tr.Spans), "POST "+path, operatorService)
+			return false, fmt.Errorf("trace %s has the webhook span but not yet its parent %s", traceID, ws.ParentSpanID())
 		})
 		if ws.TraceID != traceID {
 			t.Errorf("webhook span in trace %s, want the client's %s", ws.TraceID, traceID)
