@@ -352,8 +352,9 @@ func TestAPIServerSpansForAServiceAccount(t *testing.T) {
 	// continues a traceparent nor is a new root; otherwise it is the lone span of a trace of its
 	// own. So the one-span authentication traces since the identities' first request are as many
 	// as the requests whose span is a new root (an untrusted caller's) or continues a
-	// traceparent (a trusted caller's, or one of the API server's own loopback calls) — among them the four this test made: the
-	// ServiceAccount's SelfSubjectReview and POST, the trusted callers' POSTs.
+	// traceparent (a trusted caller's, or one of the API server's own loopback calls); among
+	// them the four this test made: the ServiceAccount's SelfSubjectReview and POST, the
+	// trusted callers' POSTs.
 	known := map[string]int{
 		"apiserver-links-serviceaccount root POST /apis/authentication.k8s.io/v1/selfsubjectreviews": 1,
 		"apiserver-links-serviceaccount root " + createOp:                                            1,
