@@ -167,8 +167,8 @@ func TestEndToEnd(t *testing.T) {
 		`count by (watchtower_reconcile_result) (watchtower_reconciles_total{job="otelcol-watchtower",exported_job="workload-operator",watchtower_controller_name="workload"})`: 3, // success, error, terminal_error
 		`sum(watchtower_reconcile_duration_seconds_bucket{job="otelcol-watchtower",exported_job="workload-operator",le="+Inf"})`:                                                1,
 		`sum(watchtower_queue_wait_seconds_count{job="otelcol-watchtower",exported_job="workload-operator"})`:                                                                   1,
-		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="cache"})`:                                 1,
-		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_source="api_server"})`:                            1,
+		`count(watchtower_api_cache_reads_total{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_kind="Workload"})`:                                     1,
+		`count(watchtower_api_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_api_verb="update"})`:                                  1,
 	} {
 		q, want := q, want
 		if _, err := prom.WaitForQuery(ctx, q, func(s []harness.Sample) bool { return len(s) >= want }); err != nil {
@@ -335,10 +335,8 @@ func TestEndToEnd(t *testing.T) {
 		if v, _ := root.Tag("watchtower.object.name"); v != object {
 			t.Errorf("trace %s: root span names object %v, want %s", id, v, object)
 		}
-		if g, ok := children["get Workload"]; !ok {
-			t.Errorf("trace %s: no get Workload child; children %v", id, keys(children))
-		} else if src, _ := g.Tag("watchtower.api.source"); src != "cache" {
-			t.Errorf("trace %s: get Workload served from %v, want cache", id, src)
+		if _, ok := children["get Workload (cache)"]; !ok {
+			t.Errorf("trace %s: no get Workload child served from the cache; children %v", id, keys(children))
 		}
 		switch object {
 		case "slow-memory":

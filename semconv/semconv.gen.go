@@ -279,8 +279,13 @@ var (
 // ReconcileSpanName returns the name of the reconcile span, "reconcile {watchtower.controller.name}": One reconcile of one object; the root of the trace. Errors set the span status and add an exception event.
 func ReconcileSpanName(controllerName string) string { return "reconcile " + controllerName }
 
-// APICallSpanName returns the name of the api_call span, "{watchtower.api.verb} {watchtower.api.kind}": One logical controller-runtime client call inside a reconcile; a subresource call is named "{verb} {kind}/{subresource}".
+// APICallSpanName returns the name of the api_call span, "{watchtower.api.verb} {watchtower.api.kind}": One logical controller-runtime client call inside a reconcile (or under a webhook's or the caller's own span); a subresource call is named "{verb} {kind}/{subresource}". INTERNAL, because a cache read never leaves the process; each request that does reach the API server is a CLIENT span below it, named and attributed after OpenTelemetry's HTTP client conventions.
 func APICallSpanName(apiVerb, apiKind string) string { return apiVerb + " " + apiKind }
+
+// APICacheReadSpanName returns the name of the api_cache_read span, "{watchtower.api.verb} {watchtower.api.kind} (cache)": A read (get, list) the manager's informer cache served: the api_call span renamed when the call returns, since only then is it known where it was served. The attributes are set on a failed read only (404 for an object not in the cache), with watchtower.api.source=cache: a successful one carries none, because the SDK charges more for each span attribute than the read itself costs, and the name says what was read. Counted in watchtower.api.cache_reads.
+func APICacheReadSpanName(apiVerb, apiKind string) string {
+	return apiVerb + " " + apiKind + " (cache)"
+}
 
 // EventSpanName is the name of the event span: A span event on the current reconcile span for each Kubernetes Event the controller emitted.
 const EventSpanName = "k8s.event"
@@ -316,11 +321,16 @@ const (
 	QueueAddsUnit           = "{request}"
 	QueueAddsDescription    = "Requests added to the workqueue, by why they were added (fresh work, rate-limited requeue, delayed requeue)."
 	QueueAddsPrometheusName = "watchtower_queue_adds_total"
-	// APIDurationName is the histogram watchtower.api.duration: Duration of logical client calls made by controllers, by verb, kind, source and status code.
+	// APIDurationName is the histogram watchtower.api.duration: Duration of logical client calls made by controllers that reached the API server, by verb, kind and status code. Reads the informer cache served are counted by watchtower.api.cache_reads instead.
 	APIDurationName           = "watchtower.api.duration"
 	APIDurationUnit           = "s"
-	APIDurationDescription    = "Duration of logical client calls made by controllers, by verb, kind, source and status code."
+	APIDurationDescription    = "Duration of logical client calls made by controllers that reached the API server, by verb, kind and status code. Reads the informer cache served are counted by watchtower.api.cache_reads instead."
 	APIDurationPrometheusName = "watchtower_api_duration_seconds"
+	// APICacheReadsName is the counter watchtower.api.cache_reads: Reads (get, list) the manager's informer cache served without a request to the API server, by verb, kind and status code (404 for an object not in the cache). Counted, not timed: a cache read is a map lookup and a deep copy, and timing each would cost more than the read.
+	APICacheReadsName           = "watchtower.api.cache_reads"
+	APICacheReadsUnit           = "{read}"
+	APICacheReadsDescription    = "Reads (get, list) the manager's informer cache served without a request to the API server, by verb, kind and status code (404 for an object not in the cache). Counted, not timed: a cache read is a map lookup and a deep copy, and timing each would cost more than the read."
+	APICacheReadsPrometheusName = "watchtower_api_cache_reads_total"
 	// EventsName is the counter watchtower.events: Kubernetes Events emitted by controllers, by type and reason.
 	EventsName           = "watchtower.events"
 	EventsUnit           = "{event}"

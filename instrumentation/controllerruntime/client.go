@@ -59,42 +59,41 @@ func traceClient(c client.Client, t *callTracer) client.Client {
 type cacheMarker struct{ client.Reader }
 
 func (m *cacheMarker) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if cs, ok := ctx.(*callState); ok {
-		cs.fromCache = true
-	} else if cs := callStateFrom(ctx); cs != nil {
-		cs.fromCache = true
-	}
+	markCacheRead(ctx)
 	return m.Reader.Get(ctx, key, obj, opts...)
 }
 
 func (m *cacheMarker) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	if cs, ok := ctx.(*callState); ok {
-		cs.fromCache = true
-	} else if cs := callStateFrom(ctx); cs != nil {
-		cs.fromCache = true
-	}
+	markCacheRead(ctx)
 	return m.Reader.List(ctx, list, opts...)
 }
 
+// cacheMarkKey is answered by the nearest holder of a call's cache mark: the call's own
+// callState, or else its reconcile's state (see callTracer.startInfo).
+type cacheMarkKey struct{}
+
+func markCacheRead(ctx context.Context) {
+	switch m := ctx.Value(cacheMarkKey{}).(type) {
+	case *callState:
+		m.fromCache = true
+	case *reconcileState:
+		m.cacheReads.Add(1)
+	}
+}
+
 // callState travels in the context of one logical call, for the cache marker to fill in. It
-// is itself the call's context (one allocation, not two).
+// is itself the call's context (one allocation, not two). A call that is the only one in flight
+// in its reconcile needs none: the reconcile's own count of cache reads tells.
 type callState struct {
 	context.Context
 	fromCache bool
 }
 
-type callStateKey struct{}
-
 func (cs *callState) Value(key any) any {
-	if key == (callStateKey{}) {
+	if key == (cacheMarkKey{}) {
 		return cs
 	}
 	return cs.Context.Value(key)
-}
-
-func callStateFrom(ctx context.Context) *callState {
-	cs, _ := ctx.Value(callStateKey{}).(*callState)
-	return cs
 }
 
 // tracedClient gives every logical call (get, list, create, update, patch, apply, delete,
@@ -293,17 +292,27 @@ type callInfo struct {
 	verb        string
 	sub         string
 	spanName    string
+	cacheName   string // the span's name when the cache served the call
 	group, kind string
 	startOpts   []trace.SpanStartOption
 	attrs       []attribute.KeyValue // verb, group, kind and subresource, set when the call ends
-	// opts caches the metric attribute sets per (controller, source, code): building a set is
-	// the most expensive part of recording a measurement, and the combinations are few.
+	// opts caches the metric attribute sets of API-server calls per (controller, code):
+	// building a set is the most expensive part of recording a measurement, and the
+	// combinations are few.
 	opts cowMap[resultKey, []metric.RecordOption]
+	// cacheReads holds the counters of the cache reads per (controller, code), and lastRead
+	// the one used last: a controller's reads of a kind mostly find what they look for.
+	cacheReads cowMap[resultKey, *cacheHit]
+	lastRead   atomic.Pointer[cacheHit]
+}
+
+type cacheHit struct {
+	resultKey
+	series *cacheSeries
 }
 
 type resultKey struct {
 	controller *controllerID // nil outside a reconcile
-	fromCache  bool
 	code       int
 }
 
@@ -317,6 +326,7 @@ func newCallInfo(v verb, sub string, gvk schema.GroupVersionKind) *callInfo {
 		ci.group, ci.kind = gvk.Group, strings.TrimSuffix(gvk.Kind, "List")
 	}
 	ci.spanName = semconv.APICallSpanName(ci.verb, ci.kind)
+	ci.cacheName = semconv.APICacheReadSpanName(ci.verb, ci.kind)
 	attrs := []attribute.KeyValue{semconv.APIVerbKey.String(ci.verb), semconv.APIGroup(ci.group), semconv.APIKind(ci.kind)}
 	if sub != "" {
 		ci.spanName += "/" + sub
@@ -342,11 +352,14 @@ func (t *callTracer) info(v verb, sub string, obj runtime.Object) *callInfo {
 	if obj == nil {
 		return t.otherInfo(callKey{verb: v, sub: sub})
 	}
-	if sub == "" && !dynamicKind(obj) {
-		typ := reflect.TypeOf(obj)
+	typ := reflect.TypeOf(obj)
+	if sub == "" {
+		// Only typed objects are ever stored by type: a hit needs no dynamicKind check.
 		if calls, ok := t.byType.get(typ); ok && calls[v] != nil {
 			return calls[v]
 		}
+	}
+	if sub == "" && !dynamicKind(obj) {
 		t.build.Lock()
 		defer t.build.Unlock()
 		calls, _ := t.byType.get(typ)
@@ -358,7 +371,7 @@ func (t *callTracer) info(v verb, sub string, obj runtime.Object) *callInfo {
 		t.byType.put(typ, next) // bounded: one entry per Go type the operator uses
 		return next[v]
 	}
-	k := callKey{verb: v, sub: sub, typ: reflect.TypeOf(obj)}
+	k := callKey{verb: v, sub: sub, typ: typ}
 	if dynamicKind(obj) {
 		k.gvk = obj.GetObjectKind().GroupVersionKind()
 	}
@@ -432,7 +445,10 @@ var attrBufs = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 8)
 type call struct {
 	ci              *callInfo
 	span            trace.Span // nil when the call is not traced
-	cs              *callState
+	cs              *callState // the call's cache mark, when it has its own
+	st              *reconcileState
+	byCount         bool   // the reconcile's count of cache reads tells (cs is nil)
+	cacheReads      uint64 // st.cacheReads when the call started, when byCount
 	ctrl            *controllerID
 	namespace, name string
 	start           time.Time
@@ -447,6 +463,8 @@ func (t *callTracer) startInfo(ctx context.Context, ci *callInfo, namespace, nam
 	st := stateFromContext(ctx)
 	if st != nil {
 		c.ctrl = st.ctrl
+		c.st = st
+		st.calls.Add(1)
 	}
 	// Traced inside a reconcile, under a caller's own span (a webhook, a runnable that started
 	// one), or everywhere when asked for.
@@ -454,24 +472,55 @@ func (t *callTracer) startInfo(ctx context.Context, ci *callInfo, namespace, nam
 		ctx, c.span = t.tracer.Start(ctx, ci.spanName, ci.startOpts...)
 	}
 	if t.marked {
-		c.cs = &callState{Context: ctx}
-		ctx = c.cs
+		// The only call in flight in its reconcile (the common case: a reconciler calls one
+		// at a time) is told a cache read by the reconcile's count of them, with no
+		// allocation; concurrent calls and calls outside a reconcile carry their own mark.
+		if st != nil && st.calls.Load() == 1 {
+			c.byCount, c.cacheReads = true, st.cacheReads.Load()
+		} else {
+			c.cs = &callState{Context: ctx}
+			ctx = c.cs
+		}
 	}
 	c.start = time.Now()
 	return ctx, c
 }
 
-func (t *callTracer) end(ctx context.Context, c call, err error) error {
-	elapsed := time.Since(c.start)
-	fromCache := c.cs != nil && c.cs.fromCache
-	code := statusCode(err)
-	mctx := context.Background() // the span's context only when it can be an exemplar
-	if c.span != nil && c.span.SpanContext().IsSampled() {
-		mctx = ctx
+func (c *call) fromCache() bool {
+	if c.cs != nil {
+		return c.cs.fromCache
 	}
-	t.in.apiDuration.Record(mctx, elapsed.Seconds(), c.ci.recordOpts(t.in, c.ctrl, fromCache, code)...)
+	return c.byCount && c.st.cacheReads.Load() != c.cacheReads
+}
+
+func (t *callTracer) end(ctx context.Context, c call, err error) error {
+	fromCache := c.fromCache()
+	if c.st != nil {
+		c.st.calls.Add(-1)
+	}
+	code := statusCode(err)
+	if fromCache {
+		// Counted, not timed: see semconv.APICacheReadsName.
+		c.ci.cacheSeries(t.in, c.ctrl, code).n.Add(1)
+	} else {
+		elapsed := time.Since(c.start)
+		mctx := context.Background() // the span's context only when it can be an exemplar
+		if c.span != nil && c.span.SpanContext().IsSampled() {
+			mctx = ctx
+		}
+		t.in.apiDuration.Record(mctx, elapsed.Seconds(), c.ci.recordOpts(t.in, c.ctrl, code)...)
+	}
 	if c.span == nil {
 		return err
+	}
+	if c.span.IsRecording() && fromCache {
+		// Only now is it known that the call never left the process: see
+		// semconv.APICacheReadSpanName.
+		c.span.SetName(c.ci.cacheName)
+		if err == nil {
+			c.span.End()
+			return nil
+		}
 	}
 	if c.span.IsRecording() {
 		source := semconv.APISourceAPIServer
@@ -498,21 +547,33 @@ func (t *callTracer) end(ctx context.Context, c call, err error) error {
 	return err
 }
 
-func (ci *callInfo) recordOpts(in *instruments, ctrl *controllerID, fromCache bool, code int) []metric.RecordOption {
-	k := resultKey{ctrl, fromCache, code}
+func (ci *callInfo) recordOpts(in *instruments, ctrl *controllerID, code int) []metric.RecordOption {
+	k := resultKey{ctrl, code}
 	if v, ok := ci.opts.get(k); ok {
 		return v
 	}
-	source := semconv.APISourceAPIServerValue
-	if fromCache {
-		source = semconv.APISourceCacheValue
+	return ci.opts.getOrPut(k, in.apiRecordOpts(ci.setKey(ctrl, code)))
+}
+
+func (ci *callInfo) cacheSeries(in *instruments, ctrl *controllerID, code int) *cacheSeries {
+	k := resultKey{ctrl, code}
+	if h := ci.lastRead.Load(); h != nil && h.resultKey == k {
+		return h.series
 	}
+	h, ok := ci.cacheReads.get(k)
+	if !ok {
+		h = ci.cacheReads.getOrPut(k, &cacheHit{k, in.cacheSeriesFor(ci.setKey(ctrl, code))})
+	}
+	ci.lastRead.Store(h)
+	return h.series
+}
+
+func (ci *callInfo) setKey(ctrl *controllerID, code int) apiSetKey {
 	controller := ""
 	if ctrl != nil {
 		controller = ctrl.name
 	}
-	opts := in.apiRecordOpts(apiSetKey{controller: controller, verb: ci.verb, group: ci.group, kind: ci.kind, subresource: ci.sub, source: source, code: code})
-	return ci.opts.getOrPut(k, opts)
+	return apiSetKey{controller: controller, verb: ci.verb, group: ci.group, kind: ci.kind, subresource: ci.sub, code: code}
 }
 
 // statusCode is the HTTP-equivalent status of a call's outcome: 200 for success, the API

@@ -2,6 +2,7 @@ package otelctrl
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/gowatchtower/watchtower/semconv"
@@ -276,4 +279,157 @@ func spanNames(spans []sdktrace.ReadOnlySpan) []string {
 		out = append(out, s.Name())
 	}
 	return out
+}
+
+// cachedClient is controller-runtime's default client as the manager builds it, reduced to what
+// matters here: reads go to the informer cache (marked by the cache marker, as newClient marks
+// it), writes to the API server.
+type cachedClient struct {
+	client.WithWatch
+	cache client.Reader
+}
+
+func (c cachedClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	return c.cache.Get(ctx, key, obj, opts...)
+}
+
+func (c cachedClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	return c.cache.List(ctx, list, opts...)
+}
+
+func newCachedClient(objs ...client.Object) (cachedClient, client.WithWatch) {
+	inner := fake.NewClientBuilder().WithObjects(objs...).Build()
+	return cachedClient{WithWatch: inner, cache: &cacheMarker{Reader: inner}}, inner
+}
+
+// TestCacheReadsAreCountedNotTimed: reads the cache served are counted in
+// watchtower.api.cache_reads and their spans are named "(cache)"; only calls that reached the
+// API server are timed in watchtower.api.duration. A cache read made while another call of the same
+// reconcile is in flight is told from that call, whichever started first.
+func TestCacheReadsAreCountedNotTimed(t *testing.T) {
+	tt := newTestTelemetry(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cached"}}
+	cached, inner := newCachedClient(cm)
+	// A Create that blocks until released, so that a cache read overlaps it.
+	entered, release := make(chan struct{}), make(chan struct{})
+	blocking := cachedClient{WithWatch: interceptor.NewClient(inner, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if obj.GetName() == "slow" {
+				close(entered)
+				<-release
+			}
+			return c.Create(ctx, obj, opts...)
+		},
+	}), cache: cached.cache}
+	c := testClient(blocking, true, tt.opts...)
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, q reconcile.Request) (reconcile.Result, error) {
+		var got corev1.ConfigMap
+		if err := c.Get(ctx, client.ObjectKeyFromObject(cm), &got); err != nil {
+			t.Errorf("cache read: %v", err)
+		}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: "missing"}, &got); !apierrors.IsNotFound(err) {
+			t.Errorf("cache read of a missing object: %v, want NotFound", err)
+		}
+		var list corev1.ConfigMapList
+		if err := c.List(ctx, &list, client.InNamespace("ns")); err != nil {
+			t.Errorf("cache list: %v", err)
+		}
+		// The API-server write starts first and is still in flight when the cache read
+		// starts and ends.
+		done := make(chan error)
+		go func() { done <- c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "slow"}}) }()
+		<-entered
+		if err := c.Get(ctx, client.ObjectKeyFromObject(cm), &got); err != nil {
+			t.Errorf("overlapping cache read: %v", err)
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Errorf("create: %v", err)
+		}
+		return reconcile.Result{}, c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "fast"}})
+	}), tt.opts...)
+	if _, err := r.Reconcile(context.Background(), req("ns", "cached")); err != nil {
+		t.Fatal(err)
+	}
+
+	sources := map[string][]string{}
+	for _, s := range tt.spans.Ended() {
+		if s.SpanKind() != trace.SpanKindInternal || s.Name() == "reconcile widget" {
+			continue
+		}
+		v, _ := spanAttr(s, semconv.APISourceKey)
+		name, _ := spanAttr(s, semconv.ObjectNameKey)
+		sources[s.Name()] = append(sources[s.Name()], name.AsString()+"="+v.AsString())
+	}
+	// A successful cache read is a bare span renamed "(cache)"; a cache miss keeps its
+	// attributes, with source=cache.
+	want := map[string]string{
+		"get ConfigMap (cache)":  "[= missing=cache =]",
+		"list ConfigMap (cache)": "[=]",
+		"create ConfigMap":       "[slow=api_server fast=api_server]",
+	}
+	if len(sources) != len(want) {
+		t.Errorf("spans by name %v, want only %v", sources, want)
+	}
+	for name, w := range want {
+		if got := fmt.Sprint(sources[name]); got != w {
+			t.Errorf("%s spans by object=source: %s, want %s", name, got, w)
+		}
+	}
+
+	m := tt.metrics(t)
+	for _, c := range []struct {
+		attrs []attribute.KeyValue
+		want  int64
+	}{
+		{[]attribute.KeyValue{semconv.APIVerbGet, semconv.APICode(200)}, 2},
+		{[]attribute.KeyValue{semconv.APIVerbGet, semconv.APICode(404)}, 1},
+		{[]attribute.KeyValue{semconv.APIVerbList, semconv.APICode(200)}, 1},
+		{[]attribute.KeyValue{semconv.APIVerbCreate}, 0},
+	} {
+		attrs := append([]attribute.KeyValue{semconv.ControllerName("widget"), semconv.APIGroup(""), semconv.APIKind("ConfigMap")}, c.attrs...)
+		if got := counterValue(t, m[semconv.APICacheReadsName], attrs...); got != c.want {
+			t.Errorf("%s%v = %d, want %d", semconv.APICacheReadsName, c.attrs, got, c.want)
+		}
+	}
+	if n := histogramCount(t, m[semconv.APIDurationName], semconv.APIVerbGet); n != 0 {
+		t.Errorf("%s{verb=get} count = %d: cache reads must not be timed", semconv.APIDurationName, n)
+	}
+	if n := histogramCount(t, m[semconv.APIDurationName], semconv.ControllerName("widget"), semconv.APIVerbCreate, semconv.APICode(200)); n != 2 {
+		t.Errorf("%s{verb=create} count = %d, want 2", semconv.APIDurationName, n)
+	}
+	h := m[semconv.APIDurationName].(metricdata.Histogram[float64])
+	for _, dp := range h.DataPoints {
+		if _, ok := dp.Attributes.Value(semconv.APISourceKey); ok {
+			t.Errorf("%s carries %s: every point is an API-server call", semconv.APIDurationName, semconv.APISourceKey)
+		}
+	}
+}
+
+// TestUnmarkedReadsAfterCacheReadsAreAPIServerReads: a reader without a cache marker
+// (manager.GetAPIReader) reads from the API server even after the reconcile's cache reads.
+func TestUnmarkedReadsAfterCacheReadsAreAPIServerReads(t *testing.T) {
+	tt := newTestTelemetry(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cm"}}
+	cached, inner := newCachedClient(cm)
+	c := testClient(cached, true, tt.opts...)
+	apiReader := &tracedReader{Reader: inner, t: newCallTracer(inner.Scheme(), false, tt.opts)}
+	r := testReconciler("widget", reconcile.Func(func(ctx context.Context, q reconcile.Request) (reconcile.Result, error) {
+		var got corev1.ConfigMap
+		if err := c.Get(ctx, client.ObjectKeyFromObject(cm), &got); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, apiReader.Get(ctx, client.ObjectKeyFromObject(cm), &got)
+	}), tt.opts...)
+	if _, err := r.Reconcile(context.Background(), req("ns", "cm")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range tt.spans.Ended() {
+		v, _ := spanAttr(s, semconv.APISourceKey)
+		got = append(got, s.Name()+"="+v.AsString())
+	}
+	if want := "[get ConfigMap (cache)= get ConfigMap=api_server reconcile widget=]"; fmt.Sprint(got) != want {
+		t.Errorf("spans %v, want %s", got, want)
+	}
 }

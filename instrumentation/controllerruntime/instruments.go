@@ -33,6 +33,18 @@ type instruments struct {
 	// apiSets caches the attribute sets of API-call metrics: building a set per call is the most
 	// expensive part of recording a measurement, and the combinations are few.
 	apiSets sync.Map // apiSetKey -> []metric.RecordOption
+
+	// cacheReads are the series of watchtower.api.cache_reads, read by an observable counter:
+	// a cache read then costs one atomic add, where a synchronous instrument would cost more
+	// than the read itself. Bounded by controllers × verbs × kinds × codes.
+	cacheMu    sync.Mutex
+	cacheReads map[apiSetKey]*cacheSeries
+}
+
+// cacheSeries is one series of watchtower.api.cache_reads.
+type cacheSeries struct {
+	n    atomic.Int64
+	opts []metric.ObserveOption
 }
 
 var (
@@ -50,7 +62,7 @@ func instrumentsFor(mp metric.MeterProvider) *instruments {
 		return in
 	}
 	m := mp.Meter(ScopeName)
-	in := &instruments{}
+	in := &instruments{cacheReads: map[apiSetKey]*cacheSeries{}}
 	in.reconcileDuration, _ = m.Float64Histogram(semconv.ReconcileDurationName,
 		metric.WithUnit(semconv.ReconcileDurationUnit), metric.WithDescription(semconv.ReconcileDurationDescription),
 		metric.WithExplicitBucketBoundaries(secondsBuckets...))
@@ -64,6 +76,16 @@ func instrumentsFor(mp metric.MeterProvider) *instruments {
 	in.apiDuration, _ = m.Float64Histogram(semconv.APIDurationName,
 		metric.WithUnit(semconv.APIDurationUnit), metric.WithDescription(semconv.APIDurationDescription),
 		metric.WithExplicitBucketBoundaries(secondsBuckets...))
+	_, _ = m.Int64ObservableCounter(semconv.APICacheReadsName,
+		metric.WithUnit(semconv.APICacheReadsUnit), metric.WithDescription(semconv.APICacheReadsDescription),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			in.cacheMu.Lock()
+			defer in.cacheMu.Unlock()
+			for _, s := range in.cacheReads {
+				o.Observe(s.n.Load(), s.opts...)
+			}
+			return nil
+		}))
 	in.events, _ = m.Int64Counter(semconv.EventsName,
 		metric.WithUnit(semconv.EventsUnit), metric.WithDescription(semconv.EventsDescription))
 	_, _ = m.Int64ObservableUpDownCounter(semconv.ReconcileActiveName,
@@ -86,8 +108,8 @@ func (in *instruments) activeFor(controller string) *atomic.Int64 {
 }
 
 type apiSetKey struct {
-	controller, verb, group, kind, subresource, source string
-	code                                               int
+	controller, verb, group, kind, subresource string
+	code                                       int
 }
 
 func (in *instruments) apiRecordOpts(k apiSetKey) []metric.RecordOption {
@@ -100,10 +122,28 @@ func (in *instruments) apiRecordOpts(k apiSetKey) []metric.RecordOption {
 		semconv.APIGroup(k.group),
 		semconv.APIKind(k.kind),
 		semconv.APISubresource(k.subresource),
-		semconv.APISourceKey.String(k.source),
 		semconv.APICode(k.code),
 	)
 	opts := []metric.RecordOption{metric.WithAttributeSet(set)}
 	v, _ := in.apiSets.LoadOrStore(k, opts)
 	return v.([]metric.RecordOption)
+}
+
+// cacheSeriesFor returns the watchtower.api.cache_reads series of k, creating it on first use.
+func (in *instruments) cacheSeriesFor(k apiSetKey) *cacheSeries {
+	in.cacheMu.Lock()
+	defer in.cacheMu.Unlock()
+	if s, ok := in.cacheReads[k]; ok {
+		return s
+	}
+	set := attribute.NewSet(
+		semconv.ControllerName(k.controller),
+		semconv.APIVerbKey.String(k.verb),
+		semconv.APIGroup(k.group),
+		semconv.APIKind(k.kind),
+		semconv.APICode(k.code),
+	)
+	s := &cacheSeries{opts: []metric.ObserveOption{metric.WithAttributeSet(set)}}
+	in.cacheReads[k] = s
+	return s
 }

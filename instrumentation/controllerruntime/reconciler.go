@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -261,6 +262,11 @@ type reconcileState struct {
 	requeueAfter time.Duration
 
 	logSink traceSink // the reconcile's log sink, see contextWithTraceLogger
+
+	// calls counts the client calls in flight and cacheReads the reads the cache served, for
+	// the client wrapper to tell a cache read without an allocation (callTracer.startInfo).
+	calls      atomic.Int32
+	cacheReads atomic.Uint64
 }
 
 type stateKey struct{}
@@ -269,7 +275,7 @@ func (st *reconcileState) Deadline() (time.Time, bool) { return st.parent.Deadli
 func (st *reconcileState) Done() <-chan struct{}       { return st.parent.Done() }
 func (st *reconcileState) Err() error                  { return st.parent.Err() }
 func (st *reconcileState) Value(key any) any {
-	if key == (stateKey{}) {
+	if key == (stateKey{}) || key == (cacheMarkKey{}) {
 		return st
 	}
 	return st.parent.Value(key)

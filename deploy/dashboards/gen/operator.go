@@ -82,12 +82,15 @@ func operatorReconciles() (dashboard.Dashboard, error) {
 		WithPanel(graph("Queue depth", "Requests ready and waiting in the workqueue (controller-runtime's workqueue_depth). Depth above zero with no reconciles completing is the WatchtowerControllerStalled alert.", "short",
 			query(`sum by (name) (workqueue_depth{`+wqSel+`})`, "{{name}}"))).
 		WithRow(row("API calls")).
-		WithPanel(graph("API calls per second by verb and code", "Logical client calls the controllers made (get, list, create, update, patch, apply, delete), by HTTP status code; 0 is an error without a status (a timeout).", "ops",
+		WithPanel(graph("API server calls per second by verb and code", "Logical client calls the controllers made that reached the API server (get, list, create, update, patch, apply, delete), by HTTP status code; 0 is an error without a status (a timeout).", "ops",
 			query(`sum by (watchtower_controller_name, watchtower_api_verb, watchtower_api_code) (rate(watchtower_api_duration_seconds_count{`+opSel+`}[$__rate_interval]))`,
 				"{{watchtower_controller_name}} {{watchtower_api_verb}} {{watchtower_api_code}}"))).
-		WithPanel(graph("API call p95 by verb, kind and source", "95th percentile of API call durations; source cache is the manager's informer cache, api_server a request to the API server.", "s",
-			query(`histogram_quantile(0.95, sum by (watchtower_api_verb, watchtower_api_kind, watchtower_api_source, le) (rate(watchtower_api_duration_seconds_bucket{`+opSel+`}[$__rate_interval])))`,
-				"{{watchtower_api_verb}} {{watchtower_api_kind}} ({{watchtower_api_source}})"))).
+		WithPanel(graph("API server call p95 by verb and kind", "95th percentile of the durations of calls that reached the API server.", "s",
+			query(`histogram_quantile(0.95, sum by (watchtower_api_verb, watchtower_api_kind, le) (rate(watchtower_api_duration_seconds_bucket{`+opSel+`}[$__rate_interval])))`,
+				"{{watchtower_api_verb}} {{watchtower_api_kind}}"))).
+		WithPanel(graph("Cache reads per second by kind and code", "Reads the manager's informer cache served without a request to the API server; 404 is an object not in the cache. Reads of a kind here and not above are the cheap ones.", "ops",
+			query(`sum by (watchtower_controller_name, watchtower_api_verb, watchtower_api_kind, watchtower_api_code) (rate(watchtower_api_cache_reads_total{`+opSel+`}[$__rate_interval]))`,
+				"{{watchtower_controller_name}} {{watchtower_api_verb}} {{watchtower_api_kind}} {{watchtower_api_code}}"))).
 		WithRow(row("Events")).
 		WithPanel(graph("Events per second by reason", "Kubernetes Events the controllers emitted, by type and reason (each is also a span event on its reconcile's trace).", "ops",
 			query(`sum by (watchtower_controller_name, watchtower_event_type, watchtower_event_reason) (rate(watchtower_events_total{`+opSel+`}[$__rate_interval]))`,
