@@ -337,7 +337,9 @@ func TestCacheReadsAreCountedNotTimed(t *testing.T) {
 		// The API-server write starts first and is still in flight when the cache read
 		// starts and ends.
 		done := make(chan error)
-		go func() { done <- c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "slow"}}) }()
+		go func() {
+			done <- c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "slow"}})
+		}()
 		<-entered
 		if err := c.Get(ctx, client.ObjectKeyFromObject(cm), &got); err != nil {
 			t.Errorf("overlapping cache read: %v", err)
