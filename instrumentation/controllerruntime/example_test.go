@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	corev1 "k8s.io/api/core/v1"
@@ -121,4 +122,45 @@ func ExampleEventRecorderFor() {
 	// Output:
 	// Normal Rotated key 2
 	// k8s.event Rotated
+}
+
+// Requests made outside any reconcile and outside any span of the caller's (an informer's
+// list, a cache warm-up) carry no trace by default; WithAPISpansOutsideReconcile makes each a
+// root span of its own, under the instrumentation scope ScopeName.
+func ExampleWithAPISpansOutsideReconcile() {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	apiServer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"app","namespace":"default"}}`)
+	}))
+	defer apiServer.Close()
+
+	for _, opts := range [][]otelctrl.Option{
+		{otelctrl.WithTracerProvider(tp)},
+		{otelctrl.WithTracerProvider(tp), otelctrl.WithAPISpansOutsideReconcile()},
+	} {
+		cs := kubernetes.NewForConfigOrDie(otelctrl.WrapConfig(&rest.Config{Host: apiServer.URL}, opts...))
+		_, _ = cs.CoreV1().ConfigMaps("default").Get(context.Background(), "app", metav1.GetOptions{})
+		fmt.Println("spans:", len(spans.Ended()))
+	}
+	s := spans.Ended()[0]
+	fmt.Println(s.Name(), s.SpanKind(), "root:", !s.Parent().IsValid(), "scope:", s.InstrumentationScope().Name == otelctrl.ScopeName)
+	// Output:
+	// spans: 0
+	// spans: 1
+	// GET client root: true scope: true
+}
+
+// Providers other than the global ones, and no trace IDs added to the reconcile's logger (for
+// an operator whose log pipeline adds them itself).
+func ExampleNewManager_providers() {
+	tp := sdktrace.NewTracerProvider()
+	mp := sdkmetric.NewMeterProvider()
+	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{},
+		otelctrl.WithTracerProvider(tp), otelctrl.WithMeterProvider(mp), otelctrl.WithoutLogCorrelation())
+	if err != nil {
+		panic(err)
+	}
+	_ = mgr.Start(ctrl.SetupSignalHandler())
 }
