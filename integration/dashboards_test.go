@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	demov1alpha1 "github.com/gowatchtower/watchtower/examples/workload-operator/api/v1alpha1"
 	"github.com/gowatchtower/watchtower/integration/harness"
@@ -375,6 +376,26 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		}
 	}
 
+	// A user changing the fast Workload's replicas every two seconds: each change makes the
+	// operator update its Deployment, so API-server calls go on for the whole run (the
+	// dashboard's API-server panels rate them over the run) as cache reads do.
+	go func() {
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		for replicas := int32(3); ; replicas = 5 - replicas {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			var w demov1alpha1.Workload
+			if c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "fast"}, &w) == nil {
+				w.Spec.Replicas = ptr.To(replicas)
+				_ = c.Update(ctx, &w) // a conflict with the operator's status write: next tick
+			}
+		}
+	}()
+
 	arrived := func(what string, match func(harness.WebhookAlert) bool) harness.WebhookAlert {
 		t.Helper()
 		a, err := sink.WaitFor(ctx, func(_ harness.WebhookMessage, a harness.WebhookAlert) bool {
@@ -436,7 +457,8 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		n += checkDashboard(t, ctx, prom, operator,
 			map[string]string{"datasource": "prometheus", "job": job, "namespace": ".*", "controller": "workload", "__rate_interval": "2m", "__range": "5m"},
 			map[string][]string{"job": {"workload-operator", "otelcol-watchtower"}, "controller": {"workload"}},
-			"Error ratio", "Failed reconciles per second", "Reconcile duration p50 / p95 / p99", "API calls per second by verb and code", "Events in the time range by reason")
+			"Error ratio", "Failed reconciles per second", "Reconcile duration p50 / p95 / p99", "API server calls per second by verb and code",
+			"API server call p95 by verb and kind", "Cache reads per second by kind and code", "Events in the time range by reason")
 	}
 	n += checkDashboard(t, ctx, prom, pipeline,
 		map[string]string{"datasource": "prometheus", "job": ".*", "instance": ".*", "__rate_interval": "2m"},

@@ -6,9 +6,14 @@ import (
 
 	"github.com/go-logr/logr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/gowatchtower/watchtower/integration/harness"
 )
 
 func TestMain(m *testing.M) {
+	// A developer's OTEL_*, WATCHTOWER_* and KUBECONFIG must not change what a test sees:
+	// envtest's etcd and kube-apiserver inherit this process's environment.
+	harness.IsolateEnvironment()
 	// envtest and the in-process controllers log through controller-runtime's logger; the tests
 	// assert on what the components did, not on log lines, and each component's own log is
 	// printed by the harness when a test fails. Without a logger controller-runtime prints a

@@ -81,15 +81,45 @@ func componentEnv(extra []string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		switch {
-		case k == "WATCHTOWER_TOOLS_DIR": // where the harness finds the tools; configures nothing
-		case strings.HasPrefix(k, "OTEL_"), strings.HasPrefix(k, "WATCHTOWER_"), k == "KUBECONFIG":
+		if developerVariable(k) || strings.HasPrefix(k, "WATCHTOWER_HARNESS_") {
 			continue
 		}
 		env = append(env, kv)
 	}
 	env = append(env, OwnerEnv+"="+owner())
 	return append(env, extra...)
+}
+
+// developerVariable reports whether an environment variable is one a developer may have set
+// for their own use that would change what a component under test does: OpenTelemetry's and
+// GoWatchtower's configuration, and KUBECONFIG (their real cluster). WATCHTOWER_TOOLS_DIR
+// (where the harness finds the tools) and the harness' own markers configure nothing.
+func developerVariable(k string) bool {
+	switch {
+	case k == "WATCHTOWER_TOOLS_DIR", strings.HasPrefix(k, "WATCHTOWER_HARNESS_"):
+		return false
+	case strings.HasPrefix(k, "OTEL_"), strings.HasPrefix(k, "WATCHTOWER_"), k == "KUBECONFIG":
+		return true
+	}
+	return false
+}
+
+// IsolateEnvironment removes the developer's variables (developerVariable) from this process's
+// own environment, and returns their names. The processes the harness starts get a filtered
+// copy anyway (componentEnv); those it does not start itself inherit this process's
+// environment: envtest's etcd and kube-apiserver (whose OpenTelemetry exporter reads
+// OTEL_EXPORTER_OTLP_*), Kafka's storage tool, a test's own exec.Command, and the
+// OpenTelemetry SDK of an operator run in the test process. Call it first in TestMain (or
+// main), before any test sets variables of its own with t.Setenv.
+func IsolateEnvironment() []string {
+	var removed []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); developerVariable(k) {
+			_ = os.Unsetenv(k)
+			removed = append(removed, k)
+		}
+	}
+	return removed
 }
 
 // Orphan is a process the harness marked: one whose owner is gone, for ReapProcesses.

@@ -163,3 +163,28 @@ func cmdlineOf(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return strings.ReplaceAll(string(b), "\x00", " ")
 }
+
+// IsolateEnvironment takes the developer's variables out of the test process itself, for what
+// the harness does not start (envtest's etcd and kube-apiserver), and keeps the rest.
+func TestIsolateEnvironment(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=secret")
+	t.Setenv("WATCHTOWER_SLOW_THRESHOLD_MS", "1")
+	t.Setenv("KUBECONFIG", "/home/dev/.kube/production")
+	t.Setenv("WATCHTOWER_TOOLS_DIR", "/cache/tools")
+	t.Setenv(OwnerEnv, "1:2")
+	t.Setenv("HOME", "/home/dev")
+	removed := IsolateEnvironment()
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "WATCHTOWER_SLOW_THRESHOLD_MS", "KUBECONFIG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			t.Errorf("%s=%s is still in the environment", k, v)
+		}
+		if !strings.Contains(" "+strings.Join(removed, " ")+" ", " "+k+" ") {
+			t.Errorf("IsolateEnvironment returned %v, without %s", removed, k)
+		}
+	}
+	for k, want := range map[string]string{"WATCHTOWER_TOOLS_DIR": "/cache/tools", OwnerEnv: "1:2", "HOME": "/home/dev"} {
+		if got := os.Getenv(k); got != want {
+			t.Errorf("%s = %q after IsolateEnvironment, want %q", k, got, want)
+		}
+	}
+}
