@@ -51,7 +51,11 @@ lint: otelcol-lint ## go vet and staticcheck over every module; fails on finding
 	done
 
 .PHONY: test
-test: lint test-unit test-integration ## the whole suite: lint, unit, integration and end-to-end tests
+test: prereqs lint test-unit test-integration ## the whole suite: lint, unit, integration and end-to-end tests
+
+.PHONY: prereqs
+prereqs: ## check what the suite needs from the machine (Go, the host packages, Java, Maven) before building anything
+	@hack/tools.sh --check
 
 .PHONY: test-unit
 test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own process handling

@@ -4,6 +4,7 @@
 #   hack/tools.sh            every component
 #   hack/tools.sh jaeger     just the named ones
 #   hack/tools.sh --dir      print the cache directory and exit
+#   hack/tools.sh --check    check the prerequisites (Go, host packages, Java, Maven) and exit
 #
 # The cache lives in $WATCHTOWER_TOOLS_DIR (default: $XDG_CACHE_HOME/gowatchtower/tools,
 # i.e. ~/.cache/gowatchtower/tools). Each component is built into <name>-<version>/ and marked
@@ -29,11 +30,14 @@ mkdir -p "$tools_dir" || die "cannot create the cache directory $tools_dir (set 
 
 # One run at a time: two runs (two terminals, `make -j`) would each delete the other's
 # half-built temp directory. The second waits for the first and then finds its work cached.
-command -v flock >/dev/null || die "flock is required (Debian: apt-get install util-linux)"
-exec 9>"$tools_dir/.lock"
-if ! flock -n 9; then
-  log "another hack/tools.sh is building into $tools_dir; waiting for it ..."
-  flock 9
+# `--check` builds nothing and takes no lock.
+if [ "${1:-}" != --check ]; then
+  command -v flock >/dev/null || die "flock is required (Debian: apt-get install util-linux)"
+  exec 9>"$tools_dir/.lock"
+  if ! flock -n 9; then
+    log "another hack/tools.sh is building into $tools_dir; waiting for it ..."
+    flock 9
+  fi
 fi
 
 # --- prerequisites -----------------------------------------------------------------------------
@@ -63,8 +67,9 @@ need_java() {
 # so a fresh machine fails in seconds with the install line, not 20 minutes into the suite.
 need_host_packages() {
   local missing=() p
-  for p in "containerd:containerd" "ctr:containerd" "runc:runc" "nsenter:util-linux" "unshare:util-linux" \
-           "ip:iproute2" "iptables:iptables" "curl:curl" "gcc:gcc" "apt-get:apt"; do
+  for p in "containerd:containerd" "ctr:containerd" "runc:runc" "nsenter:util-linux" "unshare:util-linux" "flock:util-linux" \
+           "ip:iproute2" "iptables:iptables" "curl:curl" "gcc:gcc" "apt-get:apt" "make:make" "git:git" \
+           "java:openjdk-17-jdk-headless" "mvn:maven"; do
     command -v "${p%%:*}" >/dev/null || missing+=("${p#*:}")
   done
   for p in bridge host-local loopback portmap; do
@@ -73,9 +78,19 @@ need_host_packages() {
   [ "$(uname -s)" = Linux ] || die "the test harness needs Linux (/proc, namespaces, cgroups); this is $(uname -s)"
   if [ ${#missing[@]} -gt 0 ]; then
     die "missing host packages: $(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')— install them with:
-  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc openjdk-17-jdk-headless maven"
+  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven"
   fi
 }
+
+# `hack/tools.sh --check` (the first step of `make test`): every prerequisite of the suite, in
+# seconds, before anything is compiled.
+if [ "${1:-}" = --check ]; then
+  need_go
+  need_host_packages
+  need_java
+  log "prerequisites present: Go $(go env GOVERSION | sed 's/^go//'), Linux, the host packages, Java and Maven"
+  exit 0
+fi
 
 # Host packages are checked only for a full `make tools`: `hack/tools.sh helm` needs none of them.
 if [ ${#want[@]} -eq ${#all[@]} ]; then need_host_packages; fi

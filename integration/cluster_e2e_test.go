@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -241,22 +242,37 @@ func TestClusterEndToEnd(t *testing.T) {
 		// operator's service.name is exported_job; the scrape job is the collector's).
 		d := readDashboard(t, "operator-reconciles.json")
 		vars := map[string]string{"datasource": "prometheus", "job": "otelcol-watchtower", "namespace": ".*", "controller": "workload", "__rate_interval": "1m", "__range": "5m"}
-		for _, title := range []string{"Reconciles per second by result", "API calls per second by verb and code"} {
+		for _, title := range []string{"Reconciles per second by result", "API server calls per second by verb and code", "Cache reads per second by kind and code"} {
+			found := false
 			for _, p := range d.Panels {
 				if p.Title != title {
 					continue
 				}
+				found = true
 				q, err := substitute(p.Targets[0].Expr, vars)
 				if err != nil {
 					t.Fatal(err)
 				}
 				qctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-				if _, err := prom.WaitForQuery(qctx, q, func(s []harness.Sample) bool { return len(s) > 0 }); err != nil {
-					t.Errorf("panel %q: %v", title, err)
+				if _, err := prom.WaitForQuery(qctx, q, func(s []harness.Sample) bool {
+					return slices.ContainsFunc(s, func(x harness.Sample) bool { return x.Value > 0 })
+				}); err != nil {
+					t.Errorf("panel %q shows no positive rate: %v", title, err)
 				}
 				cancel()
 			}
+			if !found {
+				t.Errorf("the operator dashboard has no panel %q", title)
+			}
 		}
+		// Through the agent, the gateway and Prometheus, the operator's reconcile count equals
+		// controller-runtime's own, both read from the same push of the operator.
+		eq := `sum(watchtower_reconciles_total{exported_job="workload-operator",watchtower_controller_name="workload"}) == sum(controller_runtime_reconcile_total{exported_job="workload-operator",controller="workload"}) and sum(watchtower_reconciles_total{exported_job="workload-operator"}) > 0`
+		ectx, ecancel := context.WithTimeout(ctx, 2*time.Minute)
+		if _, err := prom.WaitForQuery(ectx, eq, func(s []harness.Sample) bool { return len(s) > 0 }); err != nil {
+			t.Errorf("watchtower_reconciles_total must equal controller_runtime_reconcile_total through the collector: %v", err)
+		}
+		ecancel()
 		// The same reconcile rate by pod: target_info carries the pod identity the SDK and the
 		// agent's k8s_attributes gave the operator's resource.
 		q := `sum by (k8s_pod_name, k8s_deployment_name, k8s_node_name) (rate(watchtower_reconciles_total[1m]) * on (exported_job, exported_instance) group_left (k8s_pod_name, k8s_deployment_name, k8s_node_name) target_info)`

@@ -146,9 +146,19 @@ func killedChild(t *testing.T) {
 
 func environOf(t *testing.T, pid int) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		t.Fatal(err)
+	// Right after exec (exec.Cmd.Start returns once the close-on-exec pipe closed, and a
+	// shell's `cmd &` returns at fork) the kernel may not have set up the new image's
+	// environment yet, and the file reads empty: none of our processes has an empty one.
+	var b []byte
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	env := map[string]string{}
 	for _, kv := range strings.Split(string(b), "\x00") {
