@@ -45,7 +45,7 @@ func TestClusterNode(t *testing.T) {
 
 // clusterChildEnv makes the test binary, run by TestClusterReapedAfterKill, start a cluster
 // with a running pod, print its kubeconfig and wait to be killed.
-const clusterChildEnv = "WATCHTOWER_CLUSTER_CHILD"
+const clusterChildEnv = "WATCHTOWER_HARNESS_CLUSTER_CHILD" // kept by harness.IsolateEnvironment
 
 // TestClusterReapedAfterKill kills a test process with SIGKILL while its cluster runs a pod,
 // as CI's timeout or a user's kill -9 would, and checks that the killed test's watchdog leaves

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,27 +74,43 @@ func StartKube(t TB, opts ...KubeOption) *Kube {
 	}
 	tools := MustTools(t)
 	startWatchdog() // envtest starts etcd and kube-apiserver itself, with no death signal
-	env := &envtest.Environment{
-		BinaryAssetsDirectory:    tools.KubebuilderAssets(t),
-		CRDDirectoryPaths:        cfg.crdPaths,
-		ErrorIfCRDPathMissing:    true,
-		ControlPlaneStartTimeout: 90 * time.Second,
-		ControlPlaneStopTimeout:  DefaultStopTimeout,
-	}
-	apiLog, etcdLog := &lockedBuffer{}, &lockedBuffer{}
-	api := env.ControlPlane.GetAPIServer()
-	api.Out, api.Err = apiLog, apiLog
-	for k, v := range cfg.apiserverFlags {
-		api.Configure().Set(k, v)
-	}
-	env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
-	for _, hook := range cfg.envHooks {
-		hook(t, env)
-	}
-
-	restCfg, err := env.Start()
-	if err != nil {
+	assets := tools.KubebuilderAssets(t)
+	var (
+		env             *envtest.Environment
+		apiLog, etcdLog *lockedBuffer
+		restCfg         *rest.Config
+		err             error
+	)
+	// envtest picks etcd's and kube-apiserver's ports by listening on port 0 and closing the
+	// listener, to be bound again by the process it starts: another process may take one in
+	// between. Such a clash is retried with new ports; any other failure is not.
+	for attempt := 1; ; attempt++ {
+		env = &envtest.Environment{
+			BinaryAssetsDirectory:    assets,
+			CRDDirectoryPaths:        cfg.crdPaths,
+			ErrorIfCRDPathMissing:    true,
+			ControlPlaneStartTimeout: 90 * time.Second,
+			ControlPlaneStopTimeout:  DefaultStopTimeout,
+		}
+		apiLog, etcdLog = &lockedBuffer{}, &lockedBuffer{}
+		api := env.ControlPlane.GetAPIServer()
+		api.Out, api.Err = apiLog, apiLog
+		for k, v := range cfg.apiserverFlags {
+			api.Configure().Set(k, v)
+		}
+		env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+		for _, hook := range cfg.envHooks {
+			hook(t, env)
+		}
+		if restCfg, err = env.Start(); err == nil {
+			break
+		}
 		_ = env.Stop()
+		logs := apiLog.String() + etcdLog.String()
+		if attempt < 3 && strings.Contains(logs, "address already in use") {
+			t.Logf("harness: kube-apiserver or etcd lost its port to another process (attempt %d): starting again on new ports", attempt)
+			continue
+		}
 		t.Fatalf("harness: start kube-apiserver and etcd: %v\n--- kube-apiserver log tail ---\n%s\n--- etcd log tail ---\n%s",
 			err, tailLines(apiLog.String(), 60), tailLines(etcdLog.String(), 30))
 	}
