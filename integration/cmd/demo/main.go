@@ -47,6 +47,11 @@ func main() {
 	stateDir := flag.String("dir", "bin/demo", "state directory: logs, data, kubeconfig")
 	inCluster := flag.Bool("cluster", false, "run the stack in a real single-node Kubernetes cluster (make demo-cluster; needs root and `make images`)")
 	flag.Parse()
+	// The demo configures every component itself: a developer's own OTEL_*, WATCHTOWER_* and
+	// KUBECONFIG must not reach them (envtest's kube-apiserver inherits this environment).
+	if removed := harness.IsolateEnvironment(); len(removed) > 0 {
+		fmt.Fprintf(os.Stderr, "demo: ignoring %s from your environment: the demo configures its components itself\n", strings.Join(removed, ", "))
+	}
 
 	// Ctrl-C is handled from the first moment: during the start it stops what has started so
 	// far; a second Ctrl-C stops at once (the components die with the demo: each has a death
