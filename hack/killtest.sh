@@ -4,9 +4,11 @@
 # the harness' own mechanisms (death signals, each test binary's watchdog) must clean up.
 #
 #   hack/killtest.sh [ROUNDS]     default 4; KILLTEST_MAX_DELAY (s, default 240) bounds the
-#                                 random point; KILLTEST_SEED makes the points repeatable
+#                                 random point; KILLTEST_SEED makes the points repeatable;
+#                                 KILLTEST_TARGET is the make target interrupted (default
+#                                 test-integration; `test` includes lint and the unit tests)
 #
-# Each round starts `make test-integration` in its own process group, waits a random time,
+# Each round starts `make $KILLTEST_TARGET` in its own process group, waits a random time,
 # then sends either SIGINT to the whole group (a terminal's Ctrl-C) or SIGKILL to the whole
 # group (kill -9 of everything, the watchdogs excepted: they run in their own sessions), and
 # then gives the machine 60 s to be clean: no test binary, component, demo or cluster left.
@@ -16,6 +18,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 rounds=${1:-4}
 max_delay=${KILLTEST_MAX_DELAY:-240}
+target=${KILLTEST_TARGET:-test-integration}
 RANDOM=${KILLTEST_SEED:-$$}
 tools_dir=$(hack/tools.sh --dir)
 cluster_root=/run/gowatchtower/clusters
@@ -56,11 +59,11 @@ for round in $(seq 1 "$rounds"); do
   delay=$((20 + RANDOM % (max_delay - 20)))
   sig=$([ $((round % 2)) -eq 1 ] && echo KILL || echo INT) # both kinds, whatever the seed
   log=$(mktemp /tmp/killtest-round-XXXX.log)
-  setsid make test-integration >"$log" 2>&1 &
+  setsid make "$target" >"$log" 2>&1 &
   pgid=$!
   sleep "$delay"
   running=$(grep -o '^=== RUN   [A-Za-z0-9_/]*' "$log" | tail -n 1 | cut -c11-)
-  echo "killtest: round $round: SIG$sig to make's process group after ${delay}s (test running: ${running:-none yet})"
+  echo "killtest: round $round: SIG$sig to the process group of make $target after ${delay}s (test running: ${running:-none yet})"
   kill -"$sig" -- -"$pgid" 2>/dev/null
   t0=$SECONDS
   wait "$pgid" 2>/dev/null
