@@ -1,7 +1,11 @@
 package sdk
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -354,6 +358,18 @@ func TestTLSFileValidation(t *testing.T) {
 	keyFile := writeFile(t, dir, "client-key.pem", client.keyPEM)
 	otherKey := writeFile(t, dir, "other-key.pem", ca.issue(t, "other", false).keyPEM)
 	notPEM := writeFile(t, dir, "not.pem", []byte("hello"))
+	// A variable pointing at a FIFO (or /dev/stdin) must not block the operator's start; one
+	// pointing at something huge must not exhaust it; a mounted Secret's symlink is fine.
+	fifo := filepath.Join(dir, "fifo.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := writeFile(t, dir, "huge.pem", bytes.Repeat([]byte("A"), 2<<20))
+	link := filepath.Join(dir, "secret-link.pem")
+	if err := os.Symlink(caFile, link); err != nil {
+		t.Fatal(err)
+	}
+	mustSettings(t, envMap("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", link))
 
 	mustSettings(t, envMap("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", caFile,
 		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_CLIENT_KEY", keyFile))
@@ -362,6 +378,10 @@ func TestTLSFileValidation(t *testing.T) {
 		want string
 	}{
 		{[]string{"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", notPEM}, `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE="` + notPEM + `": holds no PEM certificate`},
+		{[]string{"OTEL_EXPORTER_OTLP_CERTIFICATE", fifo}, `OTEL_EXPORTER_OTLP_CERTIFICATE="` + fifo + `": is not a regular file`},
+		{[]string{"OTEL_EXPORTER_OTLP_CERTIFICATE", dir}, `OTEL_EXPORTER_OTLP_CERTIFICATE="` + dir + `": is not a regular file`},
+		{[]string{"OTEL_EXPORTER_OTLP_CERTIFICATE", huge}, `OTEL_EXPORTER_OTLP_CERTIFICATE="` + huge + `": is 2097152 bytes, more than a certificate file can be`},
+		{[]string{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_CLIENT_KEY", fifo}, `OTEL_EXPORTER_OTLP_CLIENT_KEY="` + fifo + `": is not a regular file`},
 		{[]string{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_CLIENT_KEY", otherKey},
 			`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE="` + certFile + `" and OTEL_EXPORTER_OTLP_CLIENT_KEY="` + otherKey + `": not a certificate and its private key`},
 		{[]string{"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", certFile, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", dir + "/missing.pem"},

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -327,9 +329,9 @@ func checkEndpoint(e string) error {
 // checkCertificate checks what the exporters would otherwise only log before falling back to
 // the system's CAs: that the file is readable and holds a PEM certificate.
 func checkCertificate(path string) error {
-	b, err := os.ReadFile(path)
+	b, err := readPEMFile(path)
 	if err != nil {
-		return errors.New("cannot be read: " + pathError(err))
+		return err
 	}
 	if !x509.NewCertPool().AppendCertsFromPEM(b) {
 		return errors.New("holds no PEM certificate")
@@ -350,18 +352,53 @@ func checkClientCertificate(env func(string) string, certVar, keyVar string) err
 	case cert == "":
 		return envError(keyVar, key, certVar+" must be set too")
 	}
-	certPEM, err := os.ReadFile(cert)
+	certPEM, err := readPEMFile(cert)
 	if err != nil {
-		return envError(certVar, cert, "cannot be read: "+pathError(err))
+		return envError(certVar, cert, err.Error())
 	}
-	keyPEM, err := os.ReadFile(key)
+	keyPEM, err := readPEMFile(key)
 	if err != nil {
-		return envError(keyVar, key, "cannot be read: "+pathError(err))
+		return envError(keyVar, key, err.Error())
 	}
 	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		return fmt.Errorf("%s=%q and %s=%q: not a certificate and its private key: %w", certVar, cert, keyVar, key, err)
 	}
 	return nil
+}
+
+// maxPEMFile bounds what is read of a certificate or key file: a chain of a few certificates is
+// a few KiB.
+const maxPEMFile = 1 << 20
+
+// readPEMFile reads a certificate or key file named by a variable. Only a regular file (or a
+// symlink to one, as a mounted Secret is), and at most maxPEMFile of it: a variable pointing at
+// /dev/stdin, a FIFO or /dev/zero must not block or exhaust the operator at start.
+func readPEMFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. It changes
+	// nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, errors.New("cannot be read: " + pathError(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, errors.New("cannot be read: " + pathError(err))
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errors.New("is not a regular file")
+	}
+	if st.Size() > maxPEMFile {
+		return nil, fmt.Errorf("is %d bytes, more than a certificate file can be (%d)", st.Size(), maxPEMFile)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return nil, errors.New("cannot be read: " + pathError(err))
+	}
+	if len(b) > maxPEMFile {
+		return nil, fmt.Errorf("is more than a certificate file can be (%d bytes)", maxPEMFile)
+	}
+	return b, nil
 }
 
 // pathError is what went wrong with a file, without the path that the message already names.
