@@ -112,18 +112,22 @@ type apiSetKey struct {
 	code                                       int
 }
 
-func (in *instruments) apiRecordOpts(k apiSetKey) []metric.RecordOption {
-	if v, ok := in.apiSets.Load(k); ok {
-		return v.([]metric.RecordOption)
-	}
-	set := attribute.NewSet(
+// set is the attribute set of an API-call metric: what both API metrics carry, and extra.
+func (k apiSetKey) set(extra ...attribute.KeyValue) attribute.Set {
+	return attribute.NewSet(append([]attribute.KeyValue{
 		semconv.ControllerName(k.controller),
 		semconv.APIVerbKey.String(k.verb),
 		semconv.APIGroup(k.group),
 		semconv.APIKind(k.kind),
-		semconv.APISubresource(k.subresource),
 		semconv.APICode(k.code),
-	)
+	}, extra...)...)
+}
+
+func (in *instruments) apiRecordOpts(k apiSetKey) []metric.RecordOption {
+	if v, ok := in.apiSets.Load(k); ok {
+		return v.([]metric.RecordOption)
+	}
+	set := k.set(semconv.APISubresource(k.subresource))
 	opts := []metric.RecordOption{metric.WithAttributeSet(set)}
 	v, _ := in.apiSets.LoadOrStore(k, opts)
 	return v.([]metric.RecordOption)
@@ -136,14 +140,7 @@ func (in *instruments) cacheSeriesFor(k apiSetKey) *cacheSeries {
 	if s, ok := in.cacheReads[k]; ok {
 		return s
 	}
-	set := attribute.NewSet(
-		semconv.ControllerName(k.controller),
-		semconv.APIVerbKey.String(k.verb),
-		semconv.APIGroup(k.group),
-		semconv.APIKind(k.kind),
-		semconv.APICode(k.code),
-	)
-	s := &cacheSeries{opts: []metric.ObserveOption{metric.WithAttributeSet(set)}}
+	s := &cacheSeries{opts: []metric.ObserveOption{metric.WithAttributeSet(k.set())}}
 	in.cacheReads[k] = s
 	return s
 }
