@@ -444,12 +444,11 @@ var attrBufs = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 8)
 // call is one logical call in flight.
 type call struct {
 	ci              *callInfo
-	span            trace.Span // nil when the call is not traced
-	cs              *callState // the call's cache mark, when it has its own
-	st              *reconcileState
-	byCount         bool   // the reconcile's count of cache reads tells (cs is nil)
-	cacheReads      uint64 // st.cacheReads when the call started, when byCount
-	ctrl            *controllerID
+	span            trace.Span      // nil when the call is not traced
+	cs              *callState      // the call's cache mark, when it has its own
+	st              *reconcileState // nil outside a reconcile
+	byCount         bool            // the reconcile's count of cache reads tells (cs is nil)
+	cacheReads      uint64          // st.cacheReads when the call started, when byCount
 	namespace, name string
 	start           time.Time
 }
@@ -461,10 +460,10 @@ func (t *callTracer) start(ctx context.Context, v verb, sub string, obj runtime.
 func (t *callTracer) startInfo(ctx context.Context, ci *callInfo, namespace, name string) (context.Context, call) {
 	c := call{ci: ci, namespace: namespace, name: name}
 	st := stateFromContext(ctx)
+	inFlight := int32(0)
 	if st != nil {
-		c.ctrl = st.ctrl
 		c.st = st
-		st.calls.Add(1)
+		inFlight = st.calls.Add(1)
 	}
 	// Traced inside a reconcile, under a caller's own span (a webhook, a runnable that started
 	// one), or everywhere when asked for.
@@ -475,7 +474,7 @@ func (t *callTracer) startInfo(ctx context.Context, ci *callInfo, namespace, nam
 		// The only call in flight in its reconcile (the common case: a reconciler calls one
 		// at a time) is told a cache read by the reconcile's count of them, with no
 		// allocation; concurrent calls and calls outside a reconcile carry their own mark.
-		if st != nil && st.calls.Load() == 1 {
+		if inFlight == 1 {
 			c.byCount, c.cacheReads = true, st.cacheReads.Load()
 		} else {
 			c.cs = &callState{Context: ctx}
@@ -484,6 +483,14 @@ func (t *callTracer) startInfo(ctx context.Context, ci *callInfo, namespace, nam
 	}
 	c.start = time.Now()
 	return ctx, c
+}
+
+// controller is the call's reconciling controller, nil outside a reconcile.
+func (c *call) controller() *controllerID {
+	if c.st == nil {
+		return nil
+	}
+	return c.st.ctrl
 }
 
 func (c *call) fromCache() bool {
@@ -501,46 +508,46 @@ func (t *callTracer) end(ctx context.Context, c call, err error) error {
 	code := statusCode(err)
 	if fromCache {
 		// Counted, not timed: see semconv.APICacheReadsName.
-		c.ci.cacheSeries(t.in, c.ctrl, code).n.Add(1)
+		c.ci.cacheSeries(t.in, c.controller(), code).n.Add(1)
 	} else {
 		elapsed := time.Since(c.start)
 		mctx := context.Background() // the span's context only when it can be an exemplar
 		if c.span != nil && c.span.SpanContext().IsSampled() {
 			mctx = ctx
 		}
-		t.in.apiDuration.Record(mctx, elapsed.Seconds(), c.ci.recordOpts(t.in, c.ctrl, code)...)
+		t.in.apiDuration.Record(mctx, elapsed.Seconds(), c.ci.recordOpts(t.in, c.controller(), code)...)
 	}
 	if c.span == nil {
 		return err
 	}
-	if c.span.IsRecording() && fromCache {
+	if !c.span.IsRecording() {
+		c.span.End()
+		return err
+	}
+	source := semconv.APISourceAPIServer
+	if fromCache {
 		// Only now is it known that the call never left the process: see
-		// semconv.APICacheReadSpanName.
+		// semconv.APICacheReadSpanName. A successful cache read carries no attributes.
 		c.span.SetName(c.ci.cacheName)
 		if err == nil {
 			c.span.End()
 			return nil
 		}
+		source = semconv.APISourceCache
 	}
-	if c.span.IsRecording() {
-		source := semconv.APISourceAPIServer
-		if fromCache {
-			source = semconv.APISourceCache
-		}
-		buf := attrBufs.Get().(*[]attribute.KeyValue)
-		a := append(append((*buf)[:0], c.ci.attrs...), source, semconv.APICode(code), semconv.ObjectNamespace(c.namespace), semconv.ObjectName(c.name))
-		c.span.SetAttributes(a...) // the SDK copies them
-		*buf = a
-		attrBufs.Put(buf)
-		if err != nil {
-			c.span.RecordError(err)
-			// A 4xx is an answer, not a failure, for a controller: NotFound drives
-			// CreateOrUpdate and IgnoreNotFound, Conflict a retry. Marking it an error would
-			// make every such reconcile look failed to error-based tail sampling; the
-			// reconcile span carries the status of the reconcile as a whole.
-			if code == 0 || code >= 500 {
-				c.span.SetStatus(codes.Error, err.Error())
-			}
+	buf := attrBufs.Get().(*[]attribute.KeyValue)
+	a := append(append((*buf)[:0], c.ci.attrs...), source, semconv.APICode(code), semconv.ObjectNamespace(c.namespace), semconv.ObjectName(c.name))
+	c.span.SetAttributes(a...) // the SDK copies them
+	*buf = a
+	attrBufs.Put(buf)
+	if err != nil {
+		c.span.RecordError(err)
+		// A 4xx is an answer, not a failure, for a controller: NotFound drives
+		// CreateOrUpdate and IgnoreNotFound, Conflict a retry. Marking it an error would
+		// make every such reconcile look failed to error-based tail sampling; the
+		// reconcile span carries the status of the reconcile as a whole.
+		if code == 0 || code >= 500 {
+			c.span.SetStatus(codes.Error, err.Error())
 		}
 	}
 	c.span.End()
