@@ -50,6 +50,37 @@ func badTraces(service string, edit func(ptrace.Span)) ptrace.Traces {
 	return td
 }
 
+// startGatewayStack starts Kafka with the gateway's default topics, Jaeger, and the gateway
+// (startGateway) exporting to both, with extra NAME=value environment.
+func startGatewayStack(t *testing.T, env ...string) (*harness.Kafka, *harness.Collector) {
+	t.Helper()
+	kafka := harness.StartKafka(t)
+	kafka.CreateTopic(t, "otlp_spans", 3)
+	kafka.CreateTopic(t, "otlp_metrics", 1)
+	jaeger := harness.StartJaeger(t)
+	return kafka, startGateway(t, kafka, jaeger.OTLPGRPC, env...)
+}
+
+// postOTLPTraces posts body to an OTLP/HTTP receiver's /v1/traces and returns the status code
+// and the start of the answer (code 0 and the error when there was no answer).
+func postOTLPTraces(ctx context.Context, endpoint string, body []byte, contentType, encoding string) (int, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+endpoint+"/v1/traces", bytes.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Content-Type", contentType)
+	if encoding != "" {
+		req.Header.Set("Content-Encoding", encoding)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+	return resp.StatusCode, strings.TrimSpace(string(msg))
+}
+
 func marshalTraces(t *testing.T, td ptrace.Traces) []byte {
 	t.Helper()
 	b, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
@@ -67,44 +98,22 @@ func marshalTraces(t *testing.T, td ptrace.Traces) []byte {
 // accepted — and, at the end, delivered to Kafka.
 func TestGatewayRejectsBadInput(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
-	kafka := harness.StartKafka(t)
-	kafka.CreateTopic(t, "otlp_spans", 3)
-	kafka.CreateTopic(t, "otlp_metrics", 1)
-	jaeger := harness.StartJaeger(t)
 	const memLimitMiB = 400
-	gw := startGateway(t, kafka, jaeger.OTLPGRPC, "WATCHTOWER_MEMORY_LIMIT_MIB="+strconv.Itoa(memLimitMiB))
+	kafka, gw := startGatewayStack(t, "WATCHTOWER_MEMORY_LIMIT_MIB="+strconv.Itoa(memLimitMiB))
 	ctx := ctxTimeout(t, 3*time.Minute)
 	pid := gw.Process().Pid()
 
 	valid := func() []byte { return marshalTraces(t, badTraces("bad-input-probe", nil)) }
-	var postOnce func(body []byte, contentType, encoding string) (int, string)
 	// Both senders retry, as an OTLP client does, while the memory limiter refuses everything
 	// (a retryable 503 / Unavailable after the big requests): then they get the real answer.
 	post := func(body []byte, contentType, encoding string) (int, string) {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
-			code, msg := postOnce(body, contentType, encoding)
+			code, msg := postOTLPTraces(ctx, gw.OTLPHTTP, body, contentType, encoding)
 			if (code != http.StatusServiceUnavailable && code != http.StatusTooManyRequests) || time.Now().After(deadline) {
 				return code, msg
 			}
 		}
-	}
-	postOnce = func(body []byte, contentType, encoding string) (int, string) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gw.OTLPHTTP+"/v1/traces", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", contentType)
-		if encoding != "" {
-			req.Header.Set("Content-Encoding", encoding)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return resp.StatusCode, strings.TrimSpace(string(msg))
 	}
 	conn, err := grpc.NewClient(gw.OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}), grpc.MaxCallSendMsgSize(128<<20)))

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
-
-	"github.com/gowatchtower/watchtower/integration/harness"
 )
 
 // TestSpanMetricsCardinalityIsBounded: an operator whose span names explode (an object name in
@@ -20,12 +18,8 @@ import (
 // (otel_metric_overflow="true") holding the other 30 calls; every call is still counted.
 func TestSpanMetricsCardinalityIsBounded(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
-	kafka := harness.StartKafka(t)
-	kafka.CreateTopic(t, "otlp_spans", 3)
-	kafka.CreateTopic(t, "otlp_metrics", 1)
-	jaeger := harness.StartJaeger(t)
 	const limit, names = 10, 40
-	gw := startGateway(t, kafka, jaeger.OTLPGRPC,
+	_, gw := startGatewayStack(t,
 		"WATCHTOWER_SPANMETRICS_CARDINALITY_LIMIT="+strconv.Itoa(limit),
 		"WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s")
 	ctx := ctxTimeout(t, 2*time.Minute)
@@ -36,18 +30,8 @@ func TestSpanMetricsCardinalityIsBounded(t *testing.T) {
 		one := badTraces(service, func(s ptrace.Span) { s.SetName("reconcile object-" + strconv.Itoa(i)) })
 		one.ResourceSpans().MoveAndAppendTo(td.ResourceSpans())
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gw.OTLPHTTP+"/v1/traces", strings.NewReader(string(marshalTraces(t, td))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("sending %d spans: %s", names, resp.Status)
+	if code, msg := postOTLPTraces(ctx, gw.OTLPHTTP, marshalTraces(t, td), "application/x-protobuf", ""); code != http.StatusOK {
+		t.Fatalf("sending %d spans: %d %s", names, code, msg)
 	}
 
 	// The gateway's Prometheus exporter, as Prometheus would scrape it.
