@@ -112,9 +112,10 @@ bin:
 
 .PHONY: demo
 DEMO_FLAGS ?=
-# Only the components the demo starts: a cold `make demo` skips the cluster's, the linters'
-# and the chart's tools.
-DEMO_TOOLS := kubernetes etcd envtest jaeger prometheus kafka
+# Only the components the demo starts (envtest: the API server, kubectl and etcd): a cold
+# `make demo` skips the node's Kubernetes binaries, the cluster's, the linters' and the
+# chart's tools.
+DEMO_TOOLS := envtest jaeger prometheus kafka
 demo: otelcol | bin ## the whole local stack with the example operator; prints where to look; Ctrl-C stops it
 	@hack/tools.sh $(DEMO_TOOLS)
 	cd integration && go build -o ../bin/watchtower-demo ./cmd/demo

@@ -19,7 +19,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${WATCHTOWER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gowatchtower/tools}
 if [ "${1:-}" = "--dir" ]; then echo "$tools_dir"; exit 0; fi
 
-all=(kubernetes etcd coredns envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm)
+all=(kube-apiserver kubernetes etcd coredns envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=("${all[@]}")
 
@@ -117,12 +117,13 @@ go_build_flags=(-trimpath -ldflags=-s\ -w)
 # component NAME VERSION MIB BUILD_FN [FILE...]: runs BUILD_FN with $out (a fresh temp dir)
 # unless the cache holds NAME-VERSION built by the same recipe. The recipe's key, kept in the
 # .done stamp, covers the version, BUILD_FN's own text and the FILEs that define the build
-# (e.g. tools/kafka/pom.xml): change any of them and the component is rebuilt.
+# (e.g. tools/kafka/pom.xml; fn:NAME is the text of a shell function BUILD_FN calls): change
+# any of them and the component is rebuilt.
 component() {
   local name=$1 version=$2 mib=$3 fn=$4
   shift 4
   local dest="$tools_dir/$name-$version" key
-  key=$( { echo "$name $version"; declare -f "$fn"; for f in "$@"; do cat "$repo/$f"; done; } | sha256sum | cut -c1-16)
+  key=$( { echo "$name $version"; declare -f "$fn"; for f in "$@"; do case $f in fn:*) declare -f "${f#fn:}" ;; *) cat "$repo/$f" ;; esac; done; } | sha256sum | cut -c1-16)
   if [ -f "$dest/.done" ] && [ "$(cat "$dest/.done")" = "$key" ]; then
     log "$name $version: cached in $dest"
     return 0
@@ -161,16 +162,18 @@ go_module_dir() {
 
 # --- components --------------------------------------------------------------------------------
 
-build_kubernetes() {
-  # k8s.io/kubernetes requires its staging modules at v0.0.0 with replace directives pointing
-  # into its own tree; outside that tree each is replaced by its published release instead.
-  local d gomod
-  d=$(go_module_dir "kubernetes-$KUBERNETES_VERSION")
+# kubernetes_build DIR-NAME CMD...: builds the named k8s.io/kubernetes commands into $out.
+# k8s.io/kubernetes requires its staging modules at v0.0.0 with replace directives pointing
+# into its own tree; outside that tree each is replaced by its published release instead.
+kubernetes_build() {
+  local name=$1 d gomod c
+  shift
+  d=$(go_module_dir "$name-$KUBERNETES_VERSION")
   cd "$d"
   gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [ -f "$gomod" ] || { echo "cannot find the go.mod of k8s.io/kubernetes@$KUBERNETES_VERSION"; return 1; }
   {
-    echo "module gowatchtower.local/tools/kubernetes"
+    echo "module gowatchtower.local/tools/$name"
     echo
     echo "go 1.26"
     echo
@@ -179,40 +182,43 @@ build_kubernetes() {
     echo ")"
   } >go.mod
   grep -q 'k8s.io/api =>' go.mod || { echo "no staging replace directives found in $gomod"; return 1; }
-  cat >tools.go <<'EOF'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-)
-EOF
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for c in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+  } >tools.go
   go get "k8s.io/kubernetes@$KUBERNETES_VERSION"
   go mod tidy -e
   local minor=${KUBERNETES_VERSION#v1.}
   minor=${minor%%.*}
-  local v ld=(-s -w)
+  local v ld=(-s -w) pkgs=()
   # Both version packages: component-base's is what the binaries report, client-go's is what
   # their User-Agent and kubectl's client version say.
   for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=("-X $v.gitVersion=$KUBERNETES_VERSION" "-X $v.gitMajor=1" "-X $v.gitMinor=$minor" "-X $v.gitTreeState=clean")
   done
+  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   # Static binaries: the node's programs also run inside the test cluster's network namespace
-  # and must not depend on the host's C library. One `go build` for all six shares the
-  # compilation of their common packages.
-  CGO_ENABLED=0 go build -trimpath -ldflags "${ld[*]}" -o "$out/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
-    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
-    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
-  local b
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do "$out/$b" --version; done
-  "$out/kubectl" version --client
+  # and must not depend on the host's C library. One `go build` for all of them shares the
+  # compilation of their common packages (and the Go build cache shares it between the two
+  # components).
+  CGO_ENABLED=0 go build -trimpath -ldflags "${ld[*]}" -o "$out/" "${pkgs[@]}"
+  for c in "$@"; do
+    if [ "$c" = kubectl ]; then "$out/kubectl" version --client; else "$out/$c" --version; fi
+  done
+}
+
+# The API server and kubectl: all that envtest and `make demo` need (a cold demo does not wait
+# for the node's binaries).
+build_kube_apiserver() { kubernetes_build kube-apiserver kube-apiserver kubectl; }
+
+# The rest of a real cluster: the node and the other control-plane programs, next to links to
+# the API server and kubectl, so the cluster finds all six in one folder.
+build_kubernetes() {
+  kubernetes_build kubernetes kube-controller-manager kube-scheduler kubelet kube-proxy
+  ln -s "$tools_dir/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
+  ln -s "$tools_dir/kube-apiserver-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
+  "$out/kube-apiserver" --version
 }
 
 build_etcd() {
@@ -288,8 +294,8 @@ EOF2
 
 build_envtest() {
   # The directory controller-runtime's envtest takes as KUBEBUILDER_ASSETS.
-  ln -s "$tools_dir/kubernetes-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
-  ln -s "$tools_dir/kubernetes-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
+  ln -s "$tools_dir/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" "$out/kube-apiserver"
+  ln -s "$tools_dir/kube-apiserver-$KUBERNETES_VERSION/kubectl" "$out/kubectl"
   ln -s "$tools_dir/etcd-$ETCD_VERSION/etcd" "$out/etcd"
   "$out/kube-apiserver" --version && "$out/etcd" --version
 }
@@ -369,12 +375,19 @@ build_kafka() {
   ls "$out/libs" | grep -q "^kafka_2.13-$KAFKA_VERSION.jar$"
 }
 
+kube_apiserver() { component kube-apiserver "$KUBERNETES_VERSION" 4000 build_kube_apiserver fn:kubernetes_build; }
+etcd_component() { component etcd "$ETCD_VERSION" 2000 build_etcd; }
+
 for name in "${want[@]}"; do
   case $name in
-    kubernetes)   need_go; component kubernetes "$KUBERNETES_VERSION" 6000 build_kubernetes ;;
-    etcd)         need_go; component etcd "$ETCD_VERSION" 2000 build_etcd ;;
+    kube-apiserver) need_go; kube_apiserver ;;
+    # Both link into the API server's folder (and envtest into etcd's): build those first.
+    kubernetes)   need_go; kube_apiserver
+                  component kubernetes "$KUBERNETES_VERSION" 4000 build_kubernetes fn:kubernetes_build ;;
+    etcd)         need_go; etcd_component ;;
     coredns)      need_go; component coredns "$COREDNS_VERSION" 1000 build_coredns ;;
-    envtest)      component envtest "$KUBERNETES_VERSION-etcd-$ETCD_VERSION" 10 build_envtest ;;
+    envtest)      need_go; kube_apiserver; etcd_component
+                  component envtest "$KUBERNETES_VERSION-etcd-$ETCD_VERSION" 10 build_envtest ;;
     jaeger)       need_go; component jaeger "$JAEGER_VERSION" 4000 build_jaeger ;;
     prometheus)   need_go; component prometheus "$PROMETHEUS_VERSION" 4000 build_prometheus ;;
     alertmanager) need_go; component alertmanager "$ALERTMANAGER_VERSION" 2000 build_alertmanager ;;

@@ -287,25 +287,35 @@ func TestDemo(t *testing.T) {
 // stops it immediately. Either way nothing it started is left.
 func TestDemoInterruptedWhileStarting(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
-	for _, presses := range []int{1, 2} {
-		t.Run(fmt.Sprintf("%d Ctrl-C", presses), func(t *testing.T) {
+	for _, stop := range []string{"1 Ctrl-C", "2 Ctrl-C", "SIGKILL"} {
+		t.Run(stop, func(t *testing.T) {
 			d := startDemo(t)
 			d.waitLine(t, "starting Kafka", 2*time.Minute) // Jaeger runs; Kafka is starting
 			start := time.Now()
-			d.ctrlC(t)
-			if presses == 2 {
-				time.Sleep(200 * time.Millisecond)
+			if stop == "SIGKILL" {
+				// The demo alone, as the OOM killer or `kill -9 <pid>` would: nothing of it can
+				// run; its components must go with it.
+				if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				_ = d.waitExit(t, 30*time.Second)
+			} else {
 				d.ctrlC(t)
-			}
-			if code := d.waitExit(t, 30*time.Second); code != 130 {
-				t.Errorf("the demo exited %d when interrupted while starting, want 130:\n%s", code, d.output())
-			}
-			t.Logf("exited %s after the first Ctrl-C", time.Since(start).Round(time.Millisecond))
-			if presses == 2 && !strings.Contains(d.output(), "second Ctrl-C") {
-				t.Errorf("the demo did not say it stops at once:\n%s", d.output())
+				if stop == "2 Ctrl-C" {
+					time.Sleep(200 * time.Millisecond)
+					d.ctrlC(t)
+				}
+				if code := d.waitExit(t, 30*time.Second); code != 130 {
+					t.Errorf("the demo exited %d when interrupted while starting, want 130:\n%s", code, d.output())
+				}
+				t.Logf("exited %s after the first Ctrl-C", time.Since(start).Round(time.Millisecond))
+				if stop == "2 Ctrl-C" && !strings.Contains(d.output(), "second Ctrl-C") {
+					t.Errorf("the demo did not say it stops at once:\n%s", d.output())
+				}
 			}
 			// Jaeger and Kafka stopped by the demo, or killed with it and by its watchdog.
 			d.noLeftovers(t, 15*time.Second)
+			t.Logf("nothing of the demo left %s after the %s", time.Since(start).Round(time.Millisecond), stop)
 		})
 	}
 }

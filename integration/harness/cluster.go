@@ -1,12 +1,14 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
@@ -286,6 +289,36 @@ func restGet(ctx context.Context, cfg *rest.Config, path string) error {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return nil
+}
+
+// PodMetricSum sums metric name (samples whose labels include labels) over what each pod
+// matching selector in ns serves on port's /metrics, read through the API server's pod proxy:
+// pods' addresses are reachable from the node only.
+func (c *Cluster) PodMetricSum(ctx context.Context, ns, selector string, port int, name string, labels map[string]string) (float64, error) {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return 0, err
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return 0, err
+	}
+	if len(pods.Items) == 0 {
+		return 0, fmt.Errorf("no pod in %s matches %s", ns, selector)
+	}
+	var total float64
+	for _, p := range pods.Items {
+		body, err := cs.CoreV1().Pods(ns).ProxyGet("http", p.Name, strconv.Itoa(port), "metrics", nil).DoRaw(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("pod %s/%s port %d /metrics: %w", ns, p.Name, port, err)
+		}
+		sum, _, err := SumSamples(bytes.NewReader(body), name, labels)
+		if err != nil {
+			return 0, fmt.Errorf("pod %s/%s port %d /metrics: %w", ns, p.Name, port, err)
+		}
+		total += sum
+	}
+	return total, nil
 }
 
 // nsHTTPGet GETs url from inside the node's network namespace (for what listens on the node's

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -225,7 +226,13 @@ func ScrapeSum(ctx context.Context, url, name string, labels map[string]string) 
 	if resp.StatusCode != http.StatusOK {
 		return 0, false, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	sc := bufio.NewScanner(resp.Body)
+	return SumSamples(resp.Body, name, labels)
+}
+
+// SumSamples sums the samples of metric name whose labels include all of labels in a
+// Prometheus text exposition.
+func SumSamples(r io.Reader, name string, labels map[string]string) (sum float64, found bool, err error) {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		s, ok := parseSample(sc.Text())

@@ -212,7 +212,7 @@ func run(r *runner, p ports, dir string) int {
 	names := applySamples(r, ctx, c, filepath.Join(tools.RepoRoot, "examples/workload-operator/config/samples"))
 
 	step("ready")
-	printReady(p, kafka.Bootstrap, kubeconfig, filepath.Join(tools.Dir, "kubernetes-"+tools.Versions["KUBERNETES_VERSION"], "kubectl"), dir, names, prom.URL)
+	printReady(p, kafka.Bootstrap, kubeconfig, filepath.Join(tools.Dir, "kube-apiserver-"+tools.Versions["KUBERNETES_VERSION"], "kubectl"), dir, names, prom.URL)
 
 	// A small steady load: poke every Workload every few seconds, so reconciles keep coming.
 	r.markReady()
