@@ -6,6 +6,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +159,126 @@ func colWaitGroupShared(ctx context.Context, t *testing.T, kafka *harness.Kafka,
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// TestSamplerResumesWhereItLeftOff: a new group of the sampler tier starts at the newest spans,
+// not at the history the topic retains; a sampler whose pipeline refuses (its memory limiter)
+// backs off and commits nothing it did not process, so the next member of the group takes up
+// those records, and only those.
+func TestSamplerResumesWhereItLeftOff(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
+	kafka := harness.StartKafka(t)
+	jaeger := harness.StartJaeger(t)
+	const spansTopic, partitions = "watchtower-resume-spans", 2
+	kafka.CreateTopic(t, spansTopic, partitions)
+	kafka.CreateTopic(t, "watchtower-resume-metrics", 1)
+	group := colUniqueService("watchtower-samplers")
+	sampler := func(name string, env ...string) *harness.Collector {
+		vars := map[string]string{
+			"WATCHTOWER_KAFKA_BROKERS":             kafka.Bootstrap,
+			"WATCHTOWER_KAFKA_SPANS_TOPIC":         spansTopic,
+			"WATCHTOWER_KAFKA_SAMPLER_GROUP":       group,
+			"WATCHTOWER_TRACES_ENDPOINT":           jaeger.OTLPGRPC,
+			"WATCHTOWER_SLOW_THRESHOLD_MS":         fmt.Sprint(colSlowThreshold.Milliseconds()),
+			"WATCHTOWER_SAMPLING_BASELINE_PERCENT": "0",
+			"WATCHTOWER_SAMPLING_DECISION_WAIT":    "2s",
+		}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			vars[k] = v
+		}
+		return harness.StartCollector(t, name, "deploy/collector/sampler.yaml", vars)
+	}
+	// The gateway's own tail sampling goes to a sink: Jaeger gets only what the samplers send.
+	sink := harness.NewOTLPSink(t)
+	gw := harness.StartCollector(t, "otelcol-gateway", "deploy/collector/gateway.yaml", map[string]string{
+		"WATCHTOWER_KAFKA_BROKERS":       kafka.Bootstrap,
+		"WATCHTOWER_KAFKA_SPANS_TOPIC":   spansTopic,
+		"WATCHTOWER_KAFKA_METRICS_TOPIC": "watchtower-resume-metrics",
+		"WATCHTOWER_TRACES_ENDPOINT":     sink.Endpoint,
+	})
+	ctx := ctxTimeout(t, 4*time.Minute)
+	service := colUniqueService("watchtower-resume")
+	inKafka := 0
+	send := func(plan colPlan) []colTrace {
+		t.Helper()
+		sent := colSendTraces(ctx, t, gw.OTLPGRPC, service, plan, nil)
+		inKafka += plan.total() * colSpansPerReconcile
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if _, err := kafka.ReadRecordsUntil(rctx, spansTopic, func(recs []*kgo.Record) bool {
+			tds, err := harness.DecodeTraces(recs)
+			return err == nil && harness.SpanCount(tds) >= inKafka
+		}); err != nil {
+			t.Fatalf("the spans did not reach Kafka: %v", err)
+		}
+		return sent
+	}
+	slowOf := func(sent []colTrace) (ids []string) {
+		for _, s := range sent {
+			if s.Kind == colSlow {
+				ids = append(ids, s.TraceID)
+			}
+		}
+		return ids
+	}
+
+	began := time.Now()
+	step := func(what string) { t.Logf("resume: %5.1fs %s", time.Since(began).Seconds(), what) }
+	// History: in the topic before the group exists.
+	history := send(colPlan{Slow: 3})
+	step("history in Kafka")
+	first := sampler("otelcol-sampler-1")
+	colWaitGroupShared(ctx, t, kafka, group, spansTopic, partitions, 1)
+	step("first sampler in the group")
+	batch1 := send(colPlan{Slow: 3, Fast: 3})
+	step("batch 1 in Kafka")
+	for _, s := range batch1 {
+		if s.Kind == colSlow {
+			colWaitJaegerTrace(ctx, t, jaeger, s)
+		}
+	}
+	if _, err := first.WaitSelfMetric(ctx, "otelcol_receiver_accepted_spans", map[string]string{"receiver": "kafka"}, func(v float64) bool { return v == float64(6*colSpansPerReconcile) }); err != nil {
+		t.Fatalf("the first sampler should take exactly the 6 traces sent after it joined, not the history: %v", err)
+	}
+	step("batch 1 sampled")
+	first.Stop(t)
+	step("first sampler stopped")
+
+	// A member whose memory limiter refuses everything: it backs off, processes nothing and
+	// commits nothing.
+	refusing := sampler("otelcol-sampler-refusing", "WATCHTOWER_MEMORY_LIMIT_MIB=2", "WATCHTOWER_MEMORY_SPIKE_LIMIT_MIB=1")
+	colWaitGroupShared(ctx, t, kafka, group, spansTopic, partitions, 1)
+	// The limiter decides at its first check, a second after the start.
+	waitFor(t, ctx, "the refusing sampler's memory limiter to refuse", func() (bool, error) {
+		return strings.Contains(refusing.Process().LogTail(256<<10), "Refusing data"), nil
+	})
+	step("refusing sampler in the group")
+	batch2 := send(colPlan{Slow: 3, Fast: 3})
+	step("batch 2 in Kafka")
+	if _, err := refusing.WaitSelfMetric(ctx, "otelcol_receiver_refused_spans", map[string]string{"receiver": "kafka"}, func(v float64) bool { return v > 0 }); err != nil {
+		t.Fatalf("the refusing sampler refused nothing: %v", err)
+	}
+	if n, _, _ := refusing.SelfMetric(ctx, "otelcol_processor_tail_sampling_new_trace_id_received", nil); n != 0 {
+		t.Errorf("the refusing sampler took %v traces", n)
+	}
+	refusing.Stop(t)
+
+	// The next member resumes at the committed offsets: exactly batch 2.
+	next := sampler("otelcol-sampler-2")
+	for _, s := range batch2 {
+		if s.Kind == colSlow {
+			colWaitJaegerTrace(ctx, t, jaeger, s)
+		}
+	}
+	if _, err := next.WaitSelfMetric(ctx, "otelcol_processor_tail_sampling_global_count_traces_sampled", nil, func(v float64) bool { return v == 6 }); err != nil {
+		t.Fatalf("the next sampler should decide exactly the 6 traces of batch 2: %v", err)
+	}
+	if got, _, _ := next.SelfMetric(ctx, "otelcol_receiver_accepted_spans", map[string]string{"receiver": "kafka"}); got != float64(6*colSpansPerReconcile) {
+		t.Errorf("the next sampler took %v spans, want exactly batch 2's %d", got, 6*colSpansPerReconcile)
+	}
+	all := slices.Concat(history, batch1, batch2)
+	colCheckJaegerHoldsExactly(ctx, t, jaeger, service, all, slices.Concat(slowOf(batch1), slowOf(batch2)))
+	t.Logf("sampler tier: history (%d slow traces) skipped by the new group; batch 1 sampled by the first member; batch 2 refused and not committed by a member under memory pressure, then sampled by the next member: Jaeger holds exactly the %d slow traces of batches 1 and 2",
+		len(history), len(slowOf(batch1))+len(slowOf(batch2)))
 }

@@ -84,7 +84,7 @@ var chartProfiles = []chartProfile{
 		name:    "default",
 		kinds:   map[string]int{"Deployment": 1, "Service": 1, "ConfigMap": 1, "ServiceAccount": 1, "NetworkPolicy": 1},
 		brokers: []string{"kafka:9092"}, tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536,
-		slowMs: "1000", compression: "lz4", requiredAcks: 1,
+		slowMs: "1000", compression: "lz4", requiredAcks: -1,
 	},
 	{
 		name: "scaled", monitoring: true,
@@ -92,13 +92,13 @@ var chartProfiles = []chartProfile{
 			"HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2, "ClusterRole": 1, "ClusterRoleBinding": 1, "ServiceMonitor": 3},
 		brokers:     []string{"kafka-0.kafka:9092", "kafka-1.kafka:9092", "kafka-2.kafka:9092"},
 		samplerTier: true, consumerGroup: "watchtower-samplers", tracesEndpoint: "tempo-distributor.tracing:4317", memoryLimitMiB: 1536,
-		slowMs: "2000", compression: "zstd", requiredAcks: -1,
+		slowMs: "2000", compression: "zstd", requiredAcks: 1,
 	},
 	{
 		name:    "kafka-auth",
 		kinds:   map[string]int{"Deployment": 2, "Service": 2, "ConfigMap": 2, "ServiceAccount": 2, "NetworkPolicy": 2},
 		brokers: []string{"kafka.messaging:9093"}, samplerTier: true, consumerGroup: "otelcol-watchtower-sampler",
-		tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536, slowMs: "1000", compression: "lz4", requiredAcks: 1,
+		tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536, slowMs: "1000", compression: "lz4", requiredAcks: -1,
 		tls:  &chartTLS{secret: "kafka-client-tls", ca: "ca.crt", cert: "tls.crt", key: "tls.key", serverName: "kafka.messaging.svc"},
 		sasl: &chartSASL{secret: "kafka-client-sasl", mechanism: "SCRAM-SHA-512", userKey: "user", passKey: "pass"},
 	},
@@ -107,7 +107,7 @@ var chartProfiles = []chartProfile{
 		kinds: map[string]int{"Deployment": 1, "Service": 1, "ConfigMap": 1, "ServiceAccount": 1, "NetworkPolicy": 1,
 			"PersistentVolumeClaim": 1, "ServiceMonitor": 1},
 		brokers: []string{"kafka:9092"}, tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536,
-		slowMs: "1000", compression: "lz4", requiredAcks: 1,
+		slowMs: "1000", compression: "lz4", requiredAcks: -1,
 	},
 }
 

@@ -18,6 +18,8 @@ type Jaeger struct {
 	// QueryURL is the base URL of the HTTP query API, e.g. "http://127.0.0.1:16686".
 	QueryURL string
 	proc     *Process
+	spec     ProcessSpec
+	health   string
 }
 
 // JaegerOption configures StartJaeger.
@@ -102,17 +104,42 @@ exporters:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	j.proc = StartProcess(t, ProcessSpec{
+	j.spec = ProcessSpec{
 		Name:        "jaeger",
 		Path:        bin,
 		Args:        []string{"--config", cfgPath},
 		Dir:         dir,
 		StopTimeout: 5 * time.Second, // it may hang on SIGTERM while exporting; SIGKILL is fine for a test
 		NetNS:       jc.net.NetNS,
-	})
-	j.proc.MustWaitReady(t, 60*time.Second, HTTPStatusOK("http://"+health+"/status"))
-	j.proc.MustWaitReady(t, 30*time.Second, HTTPStatusOK(j.QueryURL+"/api/services"))
+	}
+	j.health = "http://" + health + "/status"
+	j.Start(t)
 	return j
+}
+
+// Stop stops Jaeger (its storage is in memory: what it held is gone, as with an all-in-one
+// Jaeger restarted). Start brings it back on the same endpoints.
+func (j *Jaeger) Stop(t TB) {
+	t.Helper()
+	if err := j.proc.Stop(); err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+}
+
+// Start starts Jaeger on its endpoints (StartJaeger does it the first time; after Stop it
+// starts it again) and waits until its health check and query API answer.
+func (j *Jaeger) Start(t TB) {
+	t.Helper()
+	if j.proc != nil {
+		select {
+		case <-j.proc.Done():
+		default:
+			t.Fatalf("harness: jaeger is already running (pid %d)", j.proc.Pid())
+		}
+	}
+	j.proc = StartProcess(t, j.spec)
+	j.proc.MustWaitReady(t, 60*time.Second, HTTPStatusOK(j.health))
+	j.proc.MustWaitReady(t, 30*time.Second, HTTPStatusOK(j.QueryURL+"/api/services"))
 }
 
 // Process is the server's process.

@@ -26,15 +26,23 @@ type Kafka struct {
 	home      string
 	java      string
 	logConfig string
+	props     string // server.properties: the same listeners and log directory at every start
+	dir       string
+	netns     string
 }
 
 // KafkaOption configures StartKafka.
 type KafkaOption func(*kafkaConfig)
 
 type kafkaConfig struct {
-	port int
-	net  Network
+	port       int
+	net        Network
+	autoCreate bool
 }
+
+// WithKafkaAutoCreateTopics turns the broker's auto.create.topics.enable on (Kafka's own default,
+// off in the harness): a client that asks for a missing topic gets it created.
+func WithKafkaAutoCreateTopics() KafkaOption { return func(c *kafkaConfig) { c.autoCreate = true } }
 
 // WithKafkaNetwork runs the broker in n (e.g. a Cluster's node network, where pods reach it).
 func WithKafkaNetwork(n Network) KafkaOption { return func(c *kafkaConfig) { c.net = n } }
@@ -71,7 +79,7 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=%[3]s
 num.partitions=1
-auto.create.topics.enable=true
+auto.create.topics.enable=%[6]t
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=3
 transaction.state.log.replication.factor=1
@@ -80,12 +88,13 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=1
-`, port, ctrlPort, filepath.Join(dir, "data"), kc.net.Addr(ctrlPort), kc.net.Addr(port))
+`, port, ctrlPort, filepath.Join(dir, "data"), kc.net.Addr(ctrlPort), kc.net.Addr(port), kc.autoCreate)
 	propsPath := filepath.Join(dir, "server.properties")
 	if err := os.WriteFile(propsPath, []byte(props), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := &Kafka{Bootstrap: kc.net.Addr(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties")}
+	k := &Kafka{Bootstrap: kc.net.Addr(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties"),
+		props: propsPath, dir: dir, netns: kc.net.NetNS}
 
 	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does).
 	clusterID := kafkaClusterID(rand.Read)
@@ -94,14 +103,42 @@ log.retention.hours=1
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("harness: format Kafka storage: %v\n%s", err, out)
 	}
+	k.Start(t)
+	return k
+}
 
+// Stop stops the broker gracefully (SIGTERM: it flushes its logs and leaves its partitions
+// cleanly), as an operator's rollout or a maintenance would, and fails the test if it needed
+// SIGKILL. Start brings it back with everything it held.
+func (k *Kafka) Stop(t TB) {
+	t.Helper()
+	if err := k.proc.Stop(); err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	if k.proc.Killed() {
+		t.Fatalf("harness: kafka did not stop within its stop timeout after SIGTERM:\n%s", k.proc.LogTail(8<<10))
+	}
+}
+
+// Start starts the broker on its log directory and listeners (StartKafka does it the first
+// time; after Stop it starts it again, on the same address with the same topics and records)
+// and waits until it answers metadata requests.
+func (k *Kafka) Start(t TB) {
+	t.Helper()
+	if k.proc != nil {
+		select {
+		case <-k.proc.Done():
+		default:
+			t.Fatalf("harness: kafka is already running (pid %d)", k.proc.Pid())
+		}
+	}
 	k.proc = StartProcess(t, ProcessSpec{
 		Name:        "kafka",
-		Path:        java,
-		Args:        k.jvmArgs("kafka.Kafka", propsPath),
-		Dir:         dir,
+		Path:        k.java,
+		Args:        k.jvmArgs("kafka.Kafka", k.props),
+		Dir:         k.dir,
 		StopTimeout: 20 * time.Second,
-		NetNS:       kc.net.NetNS,
+		NetNS:       k.netns,
 	})
 	k.proc.MustWaitReady(t, 90*time.Second, func(ctx context.Context) error {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Bootstrap))
@@ -118,7 +155,6 @@ log.retention.hours=1
 		}
 		return nil
 	})
-	return k
 }
 
 // kafkaClusterID is a random KRaft cluster ID: 16 bytes, base64url. An ID starting with '-'

@@ -78,6 +78,17 @@ func main() {
 	var code int
 	select {
 	case code = <-done:
+		// A Ctrl-C that reaches a component while it is being forked (for a moment still in
+		// the demo's process group) kills it and fails the start; the Ctrl-C is the cause, and
+		// its signal is already here or about to be.
+		if code != 0 {
+			select {
+			case <-sigs:
+				fmt.Println("demo: Ctrl-C: stopped while starting")
+				code = 130
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
 	case <-sigs:
 		fmt.Println("demo: Ctrl-C: stopping everything (Ctrl-C again to stop at once) ...")
 		go func() {
