@@ -31,6 +31,8 @@ const (
 	rulesTestFile  = "deploy/alerts/tests/watchtower-rules.test.yaml"
 	amExampleFile  = "deploy/alerts/alertmanager.yaml"
 	amTemplateFile = "deploy/alerts/watchtower.tmpl"
+	// runbookBase is where every rule's runbook_url points: the published docs/alerts.md.
+	runbookBase = "https://github.com/gowatchtower/watchtower/blob/main/docs/alerts.md"
 )
 
 func promtool(t *testing.T) string {
@@ -108,13 +110,13 @@ func TestAlertRulesCheck(t *testing.T) {
 				}
 			}
 			path, anchor, _ := strings.Cut(r.Annotations["runbook_url"], "#")
-			if path != "docs/alerts.md" || !anchors[anchor] {
+			if path != runbookBase || !anchors[anchor] {
 				t.Errorf("%s: runbook_url %q does not point at a heading of docs/alerts.md", r.Alert, r.Annotations["runbook_url"])
 			}
 		}
 	}
-	if n != 5 {
-		t.Errorf("%s has %d rules, want the 5 documented in docs/alerts.md", rulesFile, n)
+	if n != 10 {
+		t.Errorf("%s has %d rules, want the 10 documented in docs/alerts.md", rulesFile, n)
 	}
 
 	// The PrometheusRule manifest carries exactly the rule file's groups.
@@ -377,11 +379,11 @@ func TestAlertmanagerExampleRoutesToSlackTeamsAndWebhook(t *testing.T) {
 	if err := am.PostAlert(ctx, stalled, map[string]string{
 		"summary":     "Controller workload stopped reconciling with 7 requests queued",
 		"description": "no reconcile for 10 minutes",
-		"runbook_url": "docs/alerts.md#watchtowercontrollerstalled",
+		"runbook_url": runbookBase + "#watchtowercontrollerstalled",
 	}); err != nil {
 		t.Fatal(err)
 	}
-	slack := srv.waitFor(ctx, t, "/slack", "#oncall", "stopped reconciling with 7 requests queued", "docs/alerts.md#watchtowercontrollerstalled")
+	slack := srv.waitFor(ctx, t, "/slack", "#oncall", "stopped reconciling with 7 requests queued", runbookBase+"#watchtowercontrollerstalled")
 	if _, ok := slack.body["attachments"]; !ok {
 		t.Errorf("the Slack notification is not a Slack message: %s", slack.raw)
 	}
@@ -396,14 +398,14 @@ func TestAlertmanagerExampleRoutesToSlackTeamsAndWebhook(t *testing.T) {
 	var msg harness.WebhookMessage
 	if err := json.Unmarshal([]byte(hook.raw), &msg); err != nil || msg.Version != "4" || msg.Status != "firing" ||
 		len(msg.Alerts) != 1 || msg.Alerts[0].Labels["watchtower_controller_name"] != "workload" ||
-		msg.Alerts[0].Annotations["runbook_url"] != "docs/alerts.md#watchtowercontrollerstalled" {
+		msg.Alerts[0].Annotations["runbook_url"] != runbookBase+"#watchtowercontrollerstalled" {
 		t.Errorf("the generic webhook did not get Alertmanager's webhook JSON (version 4) with the alert: %v %s", err, hook.raw)
 	}
 
 	errRatio := map[string]string{"alertname": "WatchtowerReconcileErrorRatio", "severity": "warning",
 		"job": "workload-operator", "namespace": "operators", "watchtower_controller_name": "workload"}
 	if err := am.PostAlert(ctx, errRatio, map[string]string{"summary": "Controller workload fails 40% of its reconciles",
-		"runbook_url": "docs/alerts.md#watchtowerreconcileerrorratio"}); err != nil {
+		"runbook_url": runbookBase + "#watchtowerreconcileerrorratio"}); err != nil {
 		t.Fatal(err)
 	}
 	srv.waitFor(ctx, t, "/slack", "#platform-alerts", "fails 40% of its reconciles")

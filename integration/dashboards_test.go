@@ -349,6 +349,14 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		selfPort(refusingSelf),
 		"WATCHTOWER_MEMORY_LIMIT_MIB=2", "WATCHTOWER_MEMORY_SPIKE_LIMIT_MIB=1", // always over its limit
 	)
+	// The sampler tier's consumer, for its lag panel and alert.
+	samplerSelf := harness.Loopback(harness.FreePort(t))
+	harness.StartCollector(t, "otelcol-sampler", "deploy/collector/sampler.yaml", map[string]string{
+		"WATCHTOWER_KAFKA_BROKERS":       kafka.Bootstrap,
+		"WATCHTOWER_KAFKA_SAMPLER_GROUP": colUniqueService("live-samplers"),
+		"WATCHTOWER_TRACES_ENDPOINT":     jaeger.OTLPGRPC,
+		"WATCHTOWER_SELF_METRICS_PORT":   strings.TrimPrefix(samplerSelf, "127.0.0.1:"),
+	})
 	metricsURL, _ := startOperator(t, kube,
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://"+gw.OTLPHTTP,
 		"OTEL_METRIC_EXPORT_INTERVAL=1000")
@@ -360,7 +368,8 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		harness.WithScrapeTarget("workload-operator", strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics"), "/metrics"),
 		harness.WithScrapeTarget("otelcol-watchtower", gw.Prometheus, "/metrics"),
 		harness.WithScrapeTarget("otelcol", gwSelf, "/metrics"),
-		harness.WithScrapeTarget("otelcol-refusing", refusingSelf, "/metrics"))
+		harness.WithScrapeTarget("otelcol-refusing", refusingSelf, "/metrics"),
+		harness.WithScrapeTarget("otelcol-sampler", samplerSelf, "/metrics"))
 	t.Logf("live: components up in %s", time.Since(start).Round(time.Millisecond))
 	ctx := ctxTimeout(t, 3*time.Minute)
 
@@ -411,7 +420,7 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		a := arrived("the error-ratio alert via "+job, func(a harness.WebhookAlert) bool {
 			return a.Labels["alertname"] == "WatchtowerReconcileErrorRatio" && a.Labels["job"] == job && a.Labels["watchtower_controller_name"] == "workload"
 		})
-		if a.Labels["severity"] != "warning" || a.Annotations["runbook_url"] != "docs/alerts.md#watchtowerreconcileerrorratio" ||
+		if a.Labels["severity"] != "warning" || a.Annotations["runbook_url"] != runbookBase+"#watchtowerreconcileerrorratio" ||
 			!strings.HasPrefix(a.Annotations["summary"], "Controller workload fails ") {
 			t.Errorf("the error-ratio alert arrived without its labels and annotations: %+v", a)
 		}
@@ -462,7 +471,7 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 	}
 	n += checkDashboard(t, ctx, prom, pipeline,
 		map[string]string{"datasource": "prometheus", "job": ".*", "instance": ".*", "__rate_interval": "2m"},
-		map[string][]string{"job": {"otelcol", "otelcol-refusing"}, "instance": {gwSelf, refusingSelf}},
+		map[string][]string{"job": {"otelcol", "otelcol-refusing", "otelcol-sampler"}, "instance": {gwSelf, refusingSelf, samplerSelf}},
 		"Refused or dropped per second", "Memory limiter refusals per second", "Exporter failures per second", "Tail-sampling decisions per second",
 		"Traces sampled per second by policy", "Kafka write latency p50 / p95 / p99", "Kafka records per second by topic and outcome", "Sending queue fill")
 	t.Logf("live: %d dashboard queries returned data; alerts %v; %d of %d requests to the refusing collector refused; %s in all",

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,6 +20,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/gowatchtower/watchtower/integration/harness"
 )
@@ -40,7 +45,9 @@ type faultStream struct {
 	ackedSpans, ackedPts int // accepted by the receiver: what the pipeline owes
 	refusals             int // retryable refusals answered
 	unanswered           int // requests that got no answer (sent again)
-	spanSeq, pointSeq    uint64
+	// refusedWith counts the retryable refusals by status and Retry-After.
+	refusedWith       map[string]int
+	spanSeq, pointSeq uint64
 }
 
 // run sends one batch of spans and one of points every interval until ctx is done or stop is
@@ -145,6 +152,10 @@ func (f *faultStream) send(ctx context.Context, path string, body []byte) error 
 		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			f.mu.Lock()
 			f.refusals++
+			if f.refusedWith == nil {
+				f.refusedWith = map[string]int{}
+			}
+			f.refusedWith[fmt.Sprintf("%d Retry-After=%q", resp.StatusCode, resp.Header.Get("Retry-After"))]++
 			f.mu.Unlock()
 			wait := time.Second
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
@@ -409,4 +420,70 @@ func TestJaegerOutageKeepsSampledTraces(t *testing.T) {
 	colCheckJaegerHoldsExactly(ctx, t, jaeger, service, sent, kept)
 	t.Logf("fault: Jaeger down %s: %d slow and %d failed traces (%v spans) sampled meanwhile, all whole in Jaeger %s after it returned; %d fast ones dropped; lost 0",
 		outage, plan.Slow, plan.Failed, wantKept, last.Round(time.Second), plan.Fast)
+}
+
+// TestFullQueueRefusesRetryably stops Kafka under a gateway whose Kafka queue holds only five
+// batches: once it is full, the gateway refuses new data with a status OTLP clients retry
+// (HTTP 503 or 429, gRPC Unavailable or ResourceExhausted), the client sends again, and once
+// Kafka is back every span and point the gateway acknowledged is in Kafka. The span metrics
+// count what the gateway received, refused requests included: the figure is reported here and
+// in docs/reliability.md.
+func TestFullQueueRefusesRetryably(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
+	kafka, gw := startGatewayStack(t, "WATCHTOWER_KAFKA_QUEUE_SIZE=5", "WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s")
+	ctx := ctxTimeout(t, 4*time.Minute)
+	f := &faultStream{endpoint: gw.OTLPHTTP, service: colUniqueService("queue-full"), spansPer: 20, pointsPer: 5}
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- f.run(ctx, stop, 50*time.Millisecond) }()
+
+	time.Sleep(2 * time.Second)
+	kafka.Stop(t)
+	waitFor(t, ctx, "the gateway to refuse once its Kafka queue is full", func() (bool, error) {
+		_, _, refused := f.acked()
+		return refused >= 5, fmt.Errorf("%d refusals", refused)
+	})
+	// The same over gRPC, as the operators' SDKs send by default.
+	conn, err := grpc.NewClient(gw.OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, grpcErr := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(badTraces(f.service+"-grpc", nil)))
+	switch status.Code(grpcErr) {
+	case codes.Unavailable, codes.ResourceExhausted:
+	default:
+		t.Errorf("over gRPC the full gateway answered %v, want Unavailable or ResourceExhausted (retryable)", grpcErr)
+	}
+	kafka.Start(t)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatalf("the client's stream failed: %v", err)
+	}
+	spans, points, refusals := f.acked()
+	f.mu.Lock()
+	refusedWith := maps.Clone(f.refusedWith)
+	f.mu.Unlock()
+
+	waitSettled(t, ctx, gw)
+	var got tally
+	waitFor(t, ctx, "every acknowledged span and point in Kafka", func() (bool, error) {
+		got = countInKafka(t, ctx, kafka, f.service)
+		if got.spans < spans || got.points < points {
+			return false, fmt.Errorf("Kafka holds %s of %d spans and %d points", got, spans, points)
+		}
+		return true, nil
+	})
+	if got.spans != spans || got.points != points {
+		t.Errorf("Kafka holds %s; the client sent %d spans and %d points: nothing but what was sent may arrive", got, spans, points)
+	}
+	var counted float64
+	waitFor(t, ctx, "the span metrics to count every delivered span", func() (bool, error) {
+		var err error
+		counted, _, err = harness.ScrapeSum(ctx, "http://"+gw.Prometheus+"/metrics", colSpanMetricsCalls, map[string]string{"service_name": f.service})
+		return err == nil && counted >= float64(spans), fmt.Errorf("%v counted of %d (%v)", counted, spans, err)
+	})
+	t.Logf("fault: Kafka stopped under a 5-batch queue: %d retryable refusals %v, gRPC %v; sent %d spans and %d points; delivered %s; lost 0; span metrics counted %v calls for %d spans",
+		refusals, refusedWith, status.Code(grpcErr), spans, points, got, counted, spans)
 }

@@ -124,5 +124,7 @@ func telemetryPipeline() (dashboard.Dashboard, error) {
 			query(`sum by (instance, topic, outcome) (rate(otelcol_kafka_exporter_records{`+colSel+`}[$__rate_interval]))`, "{{instance}} {{topic}} {{outcome}}"))).
 		WithPanel(graph("Kafka broker connections per second by outcome", "Connections the Kafka client opened; failures mean a broker is unreachable.", "ops",
 			query(`sum by (instance, outcome) (rate(otelcol_kafka_broker_connects{`+colSel+`}[$__rate_interval]))`, "{{instance}} {{outcome}}"))).
+		WithPanel(withThreshold(graph("Kafka consumer lag by sampler", "Records of the spans topic each sampler of the sampler tier has yet to read, over the partitions it holds. The dashed line is the WatchtowerSamplerLagging threshold.", "short",
+			query(`sum by (instance, topic) (otelcol_kafka_receiver_offset_lag{`+colSel+`})`, "{{instance}} {{topic}}")), 1000)).
 		Build()
 }
