@@ -169,7 +169,11 @@ func TestSamplerResumesWhereItLeftOff(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	kafka := harness.StartKafka(t)
 	jaeger := harness.StartJaeger(t)
-	const spansTopic, partitions = "watchtower-resume-spans", 2
+	// One partition: a partition that got no record while the group had it has no committed
+	// offset, and its next owner starts at the newest record (initial_offset latest), skipping
+	// what was written meanwhile. With two, batch 1 left one of them empty in one run of 30.
+	// docs/reliability.md states that edge.
+	const spansTopic, partitions = "watchtower-resume-spans", 1
 	kafka.CreateTopic(t, spansTopic, partitions)
 	kafka.CreateTopic(t, "watchtower-resume-metrics", 1)
 	group := colUniqueService("watchtower-samplers")

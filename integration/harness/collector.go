@@ -72,8 +72,9 @@ func buildCollector(root string) (CollectorBuild, error) {
 type Collector struct {
 	// Build is the binary it runs.
 	Build CollectorBuild
-	// Config is the configuration file it was started with.
-	Config string
+	// Config is the configuration file it was started with, and Overlays those merged over it.
+	Config   string
+	Overlays []string
 	// Env holds the WATCHTOWER_* variables it was started with, the harness' and the test's.
 	Env map[string]string
 	// OTLPGRPC and OTLPHTTP are its OTLP receiver endpoints, "127.0.0.1:port".
@@ -97,15 +98,31 @@ type Collector struct {
 // further variables (brokers, topics, thresholds) and overrides any of those.
 func StartCollector(t TB, name, config string, env map[string]string) *Collector {
 	t.Helper()
+	return StartCollectorWithOverlays(t, name, config, nil, env)
+}
+
+// StartCollectorWithOverlays is StartCollector with overlay files (e.g.
+// deploy/collector/overlays/otlp-tls.yaml) merged over config, in order, as further --config
+// flags.
+func StartCollectorWithOverlays(t TB, name, config string, overlays []string, env map[string]string) *Collector {
+	t.Helper()
 	build := BuildCollector(t)
 	tools := MustTools(t)
 	if !filepath.IsAbs(config) {
 		config = filepath.Join(tools.RepoRoot, config)
 	}
+	args := []string{"--config", config}
+	for _, o := range overlays {
+		if !filepath.IsAbs(o) {
+			o = filepath.Join(tools.RepoRoot, o)
+		}
+		args = append(args, "--config", o)
+	}
 	dir := t.TempDir()
 	c := &Collector{
 		Build:    build,
 		Config:   config,
+		Overlays: overlays,
 		OTLPGRPC: Loopback(FreePort(t)), OTLPHTTP: Loopback(FreePort(t)),
 		Prometheus: Loopback(FreePort(t)),
 		QueueDir:   filepath.Join(dir, "queue"),
@@ -140,7 +157,7 @@ func StartCollector(t TB, name, config string, env map[string]string) *Collector
 	c.proc = StartProcess(t, ProcessSpec{
 		Name:        name,
 		Path:        build.Path,
-		Args:        []string{"--config", config},
+		Args:        args,
 		Env:         envList,
 		Dir:         dir,
 		StopTimeout: 20 * time.Second, // a graceful stop finishes in-flight exports
