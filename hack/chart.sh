@@ -2,7 +2,8 @@
 # Keeps the generated parts of the Helm chart and its test fixtures in step with their sources.
 #
 #   hack/chart.sh files    copy into deploy/helm/otelcol-watchtower/files/:
-#                            collector/  deploy/collector/*.yaml (the pipeline configs, verbatim)
+#                            collector/  deploy/collector/*.yaml and overlays/*.yaml (the pipeline
+#                                        configs and their overlays, verbatim)
 #                            alerts/     the Prometheus rule files of deploy/alerts/ (the YAML files
 #                                        with a top-level `groups:`; the PrometheusRule wrapper, the
 #                                        promtool tests and the Alertmanager example are not)
@@ -34,8 +35,9 @@ trap 'rm -rf "$scratch"' EXIT
 # files_into DIR: the chart's copied files, as they should be, in DIR/{collector,alerts,dashboards}.
 files_into() {
   local out=$1 f
-  mkdir -p "$out/collector" "$out/alerts" "$out/dashboards"
+  mkdir -p "$out/collector/overlays" "$out/alerts" "$out/dashboards"
   for f in "$repo"/deploy/collector/*.yaml; do cp "$f" "$out/collector/"; done
+  for f in "$repo"/deploy/collector/overlays/*.yaml; do cp "$f" "$out/collector/overlays/"; done
   shopt -s nullglob
   for f in "$repo"/deploy/alerts/*.yaml "$repo"/deploy/alerts/*.yml; do
     if grep -q '^groups:' "$f"; then cp "$f" "$out/alerts/"; fi

@@ -74,7 +74,12 @@ type chartProfile struct {
 	requiredAcks   int
 	tls            *chartTLS
 	sasl           *chartSASL
+	otlp           *chartOTLP
 }
+
+// chartOTLP is the OTLP security of a profile: the gateway's certificate Secret (its keys for
+// the certificate, key, CA and client CA), the agents' client certificate Secret, the token's.
+type chartOTLP struct{ secret, cert, key, ca, clientCA, agentSecret, tokenSecret, tokenKey string }
 
 type chartTLS struct{ secret, ca, cert, key, serverName string }
 type chartSASL struct{ secret, mechanism, userKey, passKey string }
@@ -101,6 +106,14 @@ var chartProfiles = []chartProfile{
 		tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536, slowMs: "1000", compression: "lz4", requiredAcks: -1,
 		tls:  &chartTLS{secret: "kafka-client-tls", ca: "ca.crt", cert: "tls.crt", key: "tls.key", serverName: "kafka.messaging.svc"},
 		sasl: &chartSASL{secret: "kafka-client-sasl", mechanism: "SCRAM-SHA-512", userKey: "user", passKey: "pass"},
+	},
+	{
+		name:    "otlp-security",
+		kinds:   map[string]int{"Deployment": 1, "DaemonSet": 1, "Service": 2, "ConfigMap": 2, "ServiceAccount": 2, "NetworkPolicy": 2, "ClusterRole": 1, "ClusterRoleBinding": 1},
+		brokers: []string{"kafka:9092"}, tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536,
+		slowMs: "1000", compression: "lz4", requiredAcks: -1,
+		otlp: &chartOTLP{secret: "gateway-otlp-tls", cert: "tls.crt", key: "tls.key", ca: "ca.crt", clientCA: "ca.crt",
+			agentSecret: "agent-otlp-client", tokenSecret: "gateway-otlp-token", tokenKey: "token"},
 	},
 	{
 		name: "monitoring", monitoring: true,
@@ -328,8 +341,19 @@ func checkWorkload(t *testing.T, root string, r renderedObjects, w *unstructured
 				t.Errorf("%s: volume %s: claim %s is not in the release", name, v.Name, v.PersistentVolumeClaim.ClaimName)
 			}
 		case v.Secret != nil:
-			if p.tls == nil || v.Secret.SecretName != p.tls.secret {
-				t.Errorf("%s: volume %s mounts Secret %s, want only the Kafka TLS Secret of the values", name, v.Name, v.Secret.SecretName)
+			var allowed []string
+			if p.tls != nil {
+				allowed = append(allowed, p.tls.secret)
+			}
+			if p.otlp != nil {
+				allowed = append(allowed, p.otlp.secret, p.otlp.agentSecret, p.otlp.tokenSecret)
+			}
+			if !slices.Contains(allowed, v.Secret.SecretName) {
+				t.Errorf("%s: volume %s mounts Secret %s, want only the Kafka and OTLP Secrets of the values %v", name, v.Name, v.Secret.SecretName, allowed)
+			}
+			if tier == "agent" && p.otlp != nil && v.Secret.SecretName == p.otlp.secret &&
+				(len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != p.otlp.ca) {
+				t.Errorf("%s: volume %s mounts %+v of the gateway's Secret %s, want its CA %s only (not the gateway's key)", name, v.Name, v.Secret.Items, p.otlp.secret, p.otlp.ca)
 			}
 		case v.EmptyDir != nil:
 		default:
@@ -370,6 +394,23 @@ func checkWorkload(t *testing.T, root string, r renderedObjects, w *unstructured
 	for _, cfg := range configs {
 		for _, m := range envRef.FindAllStringSubmatch(cfg, -1) {
 			read[m[1]] = true
+		}
+	}
+	// Every file a variable names is on a read-only mount of a Secret volume.
+	secretMount := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			secretMount[v.Name] = true
+		}
+	}
+	for _, e := range c.Env {
+		if !strings.HasPrefix(e.Name, "WATCHTOWER_") || !strings.HasSuffix(e.Name, "_FILE") {
+			continue
+		}
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.ReadOnly && secretMount[m.Name] && strings.HasPrefix(e.Value, m.MountPath+"/")
+		}) {
+			t.Errorf("%s: %s=%s is not on a read-only Secret mount (%+v)", name, e.Name, e.Value, c.VolumeMounts)
 		}
 	}
 	for _, e := range c.Env {
@@ -497,6 +538,38 @@ func checkResolvedConfig(ctx context.Context, t *testing.T, collector string, r 
 		if !found {
 			t.Errorf("%s samples but does not set WATCHTOWER_SLOW_THRESHOLD_MS", name)
 		}
+	}
+
+	// Who may send: TLS, mutual TLS and the token on the gateway's receivers, and the agents
+	// verifying the gateway and presenting their certificate and the token.
+	switch o := p.otlp; {
+	case o == nil && tier != "sampler":
+		for _, path := range []string{"receivers.otlp.protocols.grpc.tls", "receivers.otlp.protocols.http.auth", "exporters.otlp_grpc/gateway.auth"} {
+			if got := get(path); got != nil {
+				t.Errorf("%s resolves %s to %v without otlp values", name, path, got)
+			}
+		}
+	case o != nil && tier == "gateway":
+		for _, proto := range []string{"grpc", "http"} {
+			r := "receivers.otlp.protocols." + proto
+			expect(r+".tls.cert_file", "/etc/otelcol-watchtower/otlp-tls/"+o.cert)
+			expect(r+".tls.key_file", "/etc/otelcol-watchtower/otlp-tls/"+o.key)
+			expect(r+".tls.client_ca_file", "/etc/otelcol-watchtower/otlp-tls/"+o.clientCA)
+			expect(r+".auth.authenticator", "bearertokenauth/otlp")
+		}
+		expect("extensions.bearertokenauth/otlp.filename", "/etc/otelcol-watchtower/otlp-token/"+o.tokenKey)
+		expect("service.extensions", "[health_check file_storage/queue bearertokenauth/otlp]")
+	case o != nil && tier == "agent":
+		// print-config leaves out a false insecure (omitempty).
+		if got := get("exporters.otlp_grpc/gateway.tls.insecure"); got == true {
+			t.Errorf("%s sends to the gateway in plaintext (tls.insecure %v) with otlp.tls", name, got)
+		}
+		expect("exporters.otlp_grpc/gateway.tls.ca_file", "/etc/otelcol-watchtower/otlp-tls/"+o.ca)
+		expect("exporters.otlp_grpc/gateway.tls.cert_file", "/etc/otelcol-watchtower/otlp-client/tls.crt")
+		expect("exporters.otlp_grpc/gateway.tls.key_file", "/etc/otelcol-watchtower/otlp-client/tls.key")
+		expect("exporters.otlp_grpc/gateway.auth.authenticator", "bearertokenauth/gateway")
+		expect("extensions.bearertokenauth/gateway.filename", "/etc/otelcol-watchtower/otlp-token/"+o.tokenKey)
+		expect("service.extensions", "[health_check bearertokenauth/gateway]")
 	}
 
 	kafka := map[string]string{"gateway": "exporters.kafka", "sampler": "receivers.kafka"}[tier]
@@ -718,6 +791,12 @@ func TestHelmChartRejectsWrongValues(t *testing.T) {
 		{"sampler.enabled=true,sampler.replicas=8,kafka.spansTopicPartitions=6", "kafka.spansTopicPartitions is 6"},
 		{"sampler.enabled=true,gateway.replicas=2,gateway.persistentQueue.volume=persistentVolumeClaim", "gateway.persistentQueue.volume=persistentVolumeClaim is one ReadWriteOnce claim"},
 		{"gateway.podDisruptionBudget.enabled=true,gateway.podDisruptionBudget.maxUnavailable=1", "gateway.podDisruptionBudget: set exactly one of minAvailable and maxUnavailable"},
+		{"otlp.tls.enabled=true", "otlp.tls.enabled=true needs otlp.tls.secretName"},
+		{"otlp.bearerToken.enabled=true,otlp.bearerToken.secretName=t", "otlp.bearerToken.enabled=true needs otlp.tls.enabled=true"},
+		{"otlp.tls.enabled=true,otlp.tls.secretName=s,otlp.bearerToken.enabled=true", "otlp.bearerToken.enabled=true needs otlp.bearerToken.secretName"},
+		{"otlp.tls.enabled=true,otlp.tls.secretName=s,otlp.tls.clientCAKey=ca.crt,agent.enabled=true", "otlp.tls.clientCAKey (mutual TLS) with agent.enabled=true needs otlp.tls.agentSecretName"},
+		// Secrets are never values.
+		{"otlp.bearerToken.token=hunter2", "at '/otlp/bearerToken': additional properties 'token' not allowed"},
 	} {
 		out, err := h.Run(ctx, "template", chartRelease, chartDir, "--set", tc.set)
 		if err == nil {

@@ -92,31 +92,35 @@ func (p *testPKI) path(file string) string { return filepath.Join(p.dir, file) }
 // TestOTLPReceiversRequireTLSClientCertificatesAndToken runs the gateway with
 // deploy/collector/overlays/otlp-tls.yaml (mutual TLS) and gateway-otlp-bearer.yaml, and sends to
 // it with real clients: the example operator (the GoWatchtower SDK configured only by
-// OTEL_EXPORTER_OTLP_* variables) and telemetrygen. With the CA, a client certificate and the
-// token, their data reaches Kafka; a wrong CA, no client certificate, an expired one, no token or
-// a wrong token are refused, and the operator's log says why.
+// OTEL_EXPORTER_OTLP_* variables), telemetrygen, and a node's agent with agent-gateway-tls.yaml
+// and agent-gateway-bearer.yaml. With the CA, a client certificate and the token, their data
+// reaches Kafka; a wrong CA, no client certificate, an expired one, one of another CA, no token
+// or a wrong token are refused, and the operator's log says why.
 func TestOTLPReceiversRequireTLSClientCertificatesAndToken(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	root := harness.MustTools(t).RepoRoot
 
-	// The bearer overlay restates gateway.yaml's extensions (a list in an overlay replaces the
+	// The bearer overlays restate their tier's extensions (a list in an overlay replaces the
 	// base's): they must stay in step.
-	var base, bearer struct {
-		Service struct {
-			Extensions []string `json:"extensions"`
-		} `json:"service"`
-	}
-	for file, into := range map[string]any{"deploy/collector/gateway.yaml": &base, "deploy/collector/overlays/gateway-otlp-bearer.yaml": &bearer} {
-		b, err := os.ReadFile(filepath.Join(root, file))
-		if err != nil {
-			t.Fatal(err)
+	for tier, overlay := range map[string]string{"gateway": "gateway-otlp-bearer.yaml", "agent": "agent-gateway-bearer.yaml"} {
+		var base, bearer struct {
+			Service struct {
+				Extensions []string `json:"extensions"`
+			} `json:"service"`
 		}
-		if err := yaml.Unmarshal(b, into); err != nil {
-			t.Fatalf("%s: %v", file, err)
+		for file, into := range map[string]any{"deploy/collector/" + tier + ".yaml": &base, "deploy/collector/overlays/" + overlay: &bearer} {
+			b, err := os.ReadFile(filepath.Join(root, file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.Unmarshal(b, into); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
 		}
-	}
-	if want := append(slices.Clone(base.Service.Extensions), "bearertokenauth/otlp"); !slices.Equal(bearer.Service.Extensions, want) {
-		t.Fatalf("gateway-otlp-bearer.yaml lists extensions %v, want gateway.yaml's and the authenticator: %v", bearer.Service.Extensions, want)
+		auth := map[string]string{"gateway": "bearertokenauth/otlp", "agent": "bearertokenauth/gateway"}[tier]
+		if want := append(slices.Clone(base.Service.Extensions), auth); !slices.Equal(bearer.Service.Extensions, want) {
+			t.Fatalf("%s lists extensions %v, want %s.yaml's and the authenticator: %v", overlay, bearer.Service.Extensions, tier, want)
+		}
 	}
 
 	pki := newTestPKI(t)
@@ -222,6 +226,27 @@ func TestOTLPReceiversRequireTLSClientCertificatesAndToken(t *testing.T) {
 		t.Fatalf("telemetrygen with the CA, a client certificate and the token: %v\n%s", err, out)
 	}
 
+	// The node's agent in front of the gateway, with its client certificate and the token:
+	// telemetrygen sends to it in plain OTLP, as operators on its node do.
+	agent := harness.StartCollectorWithOverlays(t, "otelcol-agent", "deploy/collector/agent.yaml",
+		[]string{"deploy/collector/overlays/agent-gateway-tls.yaml", "deploy/collector/overlays/agent-gateway-bearer.yaml"},
+		map[string]string{
+			"KUBE_NODE_NAME":                       "node-1",
+			"KUBECONFIG":                           kubeconfigFor(t, kube),
+			"WATCHTOWER_K8S_AUTH_TYPE":             "kubeConfig",
+			"WATCHTOWER_GATEWAY_ENDPOINT":          gw.OTLPGRPC,
+			"WATCHTOWER_GATEWAY_TLS_CA_FILE":       pki.path("ca.pem"),
+			"WATCHTOWER_GATEWAY_TLS_CERT_FILE":     pki.path("client.pem"),
+			"WATCHTOWER_GATEWAY_TLS_KEY_FILE":      pki.path("client-key.pem"),
+			"WATCHTOWER_GATEWAY_BEARER_TOKEN_FILE": pki.path("token"),
+		})
+	viaAgent := exec.CommandContext(ctx, harness.MustTools(t).Path(t, "telemetrygen", "TELEMETRYGEN_VERSION", "telemetrygen"), "traces",
+		"--otlp-endpoint", agent.OTLPGRPC, "--otlp-insecure",
+		"--service", "secured-via-agent", "--traces", strconv.Itoa(traces), "--child-spans", "1", "--rate", "100")
+	if out, err := viaAgent.CombinedOutput(); err != nil {
+		t.Fatalf("telemetrygen to the agent: %v\n%s", err, out)
+	}
+
 	// What got through: metric points of the operators that may send, spans of telemetrygen.
 	pointsOf := func() map[string]int {
 		recs, err := kafka.ReadAllRecords(ctx, "otlp_metrics")
@@ -251,14 +276,13 @@ func TestOTLPReceiversRequireTLSClientCertificatesAndToken(t *testing.T) {
 			return pointsOf()[ops[i].service] > 0, nil
 		})
 	}
-	waitFor(t, ctx, "telemetrygen's spans in Kafka", func() (bool, error) {
-		n := 0
+	waitFor(t, ctx, "telemetrygen's spans in Kafka, sent to the gateway and through the agent", func() (bool, error) {
+		n := map[string]int{}
 		for _, s := range readSpans(t, ctx, kafka, "otlp_spans") {
-			if s.service == "secured-telemetrygen" {
-				n++
-			}
+			n[s.service]++
 		}
-		return n == traces*2, fmt.Errorf("%d of %d spans", n, traces*2)
+		return n["secured-telemetrygen"] == traces*2 && n["secured-via-agent"] == traces*2,
+			fmt.Errorf("%d and %d of %d spans", n["secured-telemetrygen"], n["secured-via-agent"], traces*2)
 	})
 	for i, c := range cases {
 		if c.refusal == "" {

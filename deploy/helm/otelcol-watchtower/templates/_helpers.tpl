@@ -75,6 +75,18 @@ owt.validate: the rules values.schema.json cannot express, each failing with the
 {{- if ne (empty $v.kafka.tls.certKey) (empty $v.kafka.tls.keyKey) -}}
 {{- fail "kafka.tls.certKey and kafka.tls.keyKey go together: set both for mutual TLS, or neither" -}}
 {{- end -}}
+{{- if and $v.otlp.tls.enabled (not $v.otlp.tls.secretName) -}}
+{{- fail "otlp.tls.enabled=true needs otlp.tls.secretName: the Secret holding the gateway's certificate and key (e.g. a cert-manager Certificate's)" -}}
+{{- end -}}
+{{- if and $v.otlp.tls.enabled $v.otlp.tls.clientCAKey $v.agent.enabled (not $v.otlp.tls.agentSecretName) -}}
+{{- fail "otlp.tls.clientCAKey (mutual TLS) with agent.enabled=true needs otlp.tls.agentSecretName: the Secret with the agents' client certificate and key" -}}
+{{- end -}}
+{{- if and $v.otlp.bearerToken.enabled (not $v.otlp.tls.enabled) -}}
+{{- fail "otlp.bearerToken.enabled=true needs otlp.tls.enabled=true: the token must not cross the network in clear" -}}
+{{- end -}}
+{{- if and $v.otlp.bearerToken.enabled (not $v.otlp.bearerToken.secretName) -}}
+{{- fail "otlp.bearerToken.enabled=true needs otlp.bearerToken.secretName: the Secret holding the token" -}}
+{{- end -}}
 {{- if and $v.kafka.sasl.enabled (not $v.kafka.sasl.secretName) -}}
 {{- fail "kafka.sasl.enabled=true needs kafka.sasl.secretName: the Secret holding the username and password" -}}
 {{- end -}}
@@ -212,6 +224,19 @@ owt.validate: the rules values.schema.json cannot express, each failing with the
 {{- if and (has $tier (list "gateway" "sampler")) $root.Values.kafka.sasl.enabled -}}
 {{- $out = append $out "kafka-sasl.yaml" -}}
 {{- end -}}
+{{- $otlp := $root.Values.otlp -}}
+{{- if and (eq $tier "gateway") $otlp.tls.enabled -}}
+{{- $out = append $out "otlp-tls.yaml" -}}
+{{- end -}}
+{{- if and (eq $tier "gateway") $otlp.bearerToken.enabled -}}
+{{- $out = append $out "gateway-otlp-bearer.yaml" -}}
+{{- end -}}
+{{- if and (eq $tier "agent") $otlp.tls.enabled -}}
+{{- $out = append $out "agent-gateway-tls.yaml" -}}
+{{- end -}}
+{{- if and (eq $tier "agent") $otlp.bearerToken.enabled -}}
+{{- $out = append $out "agent-gateway-bearer.yaml" -}}
+{{- end -}}
 {{- toYaml $out -}}
 {{- end -}}
 
@@ -228,6 +253,87 @@ owt.validate: the rules values.schema.json cannot express, each failing with the
 {{- if .Values.kafka.tls.enabled -}}
 - name: kafka-tls
   mountPath: /etc/otelcol-watchtower/kafka-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The OTLP security of a tier (otlp.*): its environment, volumes and mounts. Call with
+(list $ "gateway") or (list $ "agent"). The files are under /etc/otelcol-watchtower/otlp-*. */}}
+{{- define "owt.otlpSecurityEnv" -}}
+{{- $root := index . 0 -}}
+{{- $tier := index . 1 -}}
+{{- $o := $root.Values.otlp -}}
+{{- if and $o.tls.enabled (eq $tier "gateway") }}
+- name: WATCHTOWER_OTLP_TLS_CERT_FILE
+  value: /etc/otelcol-watchtower/otlp-tls/{{ $o.tls.certKey }}
+- name: WATCHTOWER_OTLP_TLS_KEY_FILE
+  value: /etc/otelcol-watchtower/otlp-tls/{{ $o.tls.keyKey }}
+{{- with $o.tls.clientCAKey }}
+- name: WATCHTOWER_OTLP_TLS_CLIENT_CA_FILE
+  value: /etc/otelcol-watchtower/otlp-tls/{{ . }}
+{{- end }}
+{{- end }}
+{{- if and $o.tls.enabled (eq $tier "agent") }}
+- name: WATCHTOWER_GATEWAY_TLS_CA_FILE
+  value: /etc/otelcol-watchtower/otlp-tls/{{ $o.tls.caKey }}
+{{- if $o.tls.clientCAKey }}
+- name: WATCHTOWER_GATEWAY_TLS_CERT_FILE
+  value: /etc/otelcol-watchtower/otlp-client/tls.crt
+- name: WATCHTOWER_GATEWAY_TLS_KEY_FILE
+  value: /etc/otelcol-watchtower/otlp-client/tls.key
+{{- end }}
+{{- end }}
+{{- if $o.bearerToken.enabled }}
+- name: {{ ternary "WATCHTOWER_OTLP_BEARER_TOKEN_FILE" "WATCHTOWER_GATEWAY_BEARER_TOKEN_FILE" (eq $tier "gateway") }}
+  value: /etc/otelcol-watchtower/otlp-token/{{ $o.bearerToken.key }}
+{{- end }}
+{{- end -}}
+{{- define "owt.otlpSecurityVolumes" -}}
+{{- $root := index . 0 -}}
+{{- $tier := index . 1 -}}
+{{- $o := $root.Values.otlp -}}
+{{- if $o.tls.enabled }}
+- name: otlp-tls
+  secret:
+    secretName: {{ $o.tls.secretName }}
+    defaultMode: 0440
+    {{- if eq $tier "agent" }}
+    # The agents need the CA only, not the gateway's key.
+    items:
+      - key: {{ $o.tls.caKey }}
+        path: {{ $o.tls.caKey }}
+    {{- end }}
+{{- if and (eq $tier "agent") $o.tls.clientCAKey }}
+- name: otlp-client
+  secret:
+    secretName: {{ $o.tls.agentSecretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- if $o.bearerToken.enabled }}
+- name: otlp-token
+  secret:
+    secretName: {{ $o.bearerToken.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- define "owt.otlpSecurityMounts" -}}
+{{- $root := index . 0 -}}
+{{- $tier := index . 1 -}}
+{{- $o := $root.Values.otlp -}}
+{{- if $o.tls.enabled }}
+- name: otlp-tls
+  mountPath: /etc/otelcol-watchtower/otlp-tls
+  readOnly: true
+{{- if and (eq $tier "agent") $o.tls.clientCAKey }}
+- name: otlp-client
+  mountPath: /etc/otelcol-watchtower/otlp-client
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if $o.bearerToken.enabled }}
+- name: otlp-token
+  mountPath: /etc/otelcol-watchtower/otlp-token
   readOnly: true
 {{- end }}
 {{- end -}}
