@@ -22,13 +22,15 @@ import (
 type Kafka struct {
 	// Bootstrap is the broker's "host:port" (127.0.0.1 unless WithKafkaNetwork says otherwise).
 	Bootstrap string
-	proc      *Process
-	home      string
-	java      string
-	logConfig string
-	props     string // server.properties: the same listeners and log directory at every start
-	dir       string
-	netns     string
+	// SecureBootstrap is the SASL_SSL listener's "host:port" (WithKafkaSASLSSL), or "".
+	SecureBootstrap string
+	proc            *Process
+	home            string
+	java            string
+	logConfig       string
+	props           string // server.properties: the same listeners and log directory at every start
+	dir             string
+	netns           string
 }
 
 // KafkaOption configures StartKafka.
@@ -38,7 +40,22 @@ type kafkaConfig struct {
 	port       int
 	net        Network
 	autoCreate bool
+	secure     *KafkaSASLSSL
 }
+
+// KafkaSASLSSL is a second listener, SASL_SSL with SCRAM-SHA-512, next to the PLAINTEXT one
+// the harness itself uses: what a production broker offers its clients.
+type KafkaSASLSSL struct {
+	// KeystorePEM is a PEM file with the broker's certificate chain and its unencrypted PKCS#8
+	// private key (Kafka's ssl.keystore.type=PEM).
+	KeystorePEM string
+	// Users are the SCRAM-SHA-512 credentials the broker knows: user name to password.
+	Users map[string]string
+}
+
+// WithKafkaSASLSSL adds a SASL_SSL listener (SCRAM-SHA-512 over TLS); its address is
+// Kafka.SecureBootstrap.
+func WithKafkaSASLSSL(s KafkaSASLSSL) KafkaOption { return func(c *kafkaConfig) { c.secure = &s } }
 
 // WithKafkaAutoCreateTopics turns the broker's auto.create.topics.enable on (Kafka's own default,
 // off in the harness): a client that asks for a missing topic gets it created.
@@ -89,16 +106,35 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=1
 `, port, ctrlPort, filepath.Join(dir, "data"), kc.net.Addr(ctrlPort), kc.net.Addr(port), kc.autoCreate)
+	var formatArgs []string
+	secure := ""
+	if kc.secure != nil {
+		securePort := FreePort(t)
+		secure = kc.net.Addr(securePort)
+		props = strings.NewReplacer(
+			"listeners=PLAINTEXT://"+kc.net.Addr(port), "listeners=PLAINTEXT://"+kc.net.Addr(port)+",SASL_SSL://"+secure,
+			"advertised.listeners=PLAINTEXT://"+kc.net.Addr(port), "advertised.listeners=PLAINTEXT://"+kc.net.Addr(port)+",SASL_SSL://"+secure,
+			"listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT", "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+		).Replace(props) + fmt.Sprintf(`sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=%s
+`, kc.secure.KeystorePEM)
+		for user, pass := range kc.secure.Users {
+			formatArgs = append(formatArgs, "--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", user, pass))
+		}
+	}
 	propsPath := filepath.Join(dir, "server.properties")
 	if err := os.WriteFile(propsPath, []byte(props), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := &Kafka{Bootstrap: kc.net.Addr(port), home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties"),
+	k := &Kafka{Bootstrap: kc.net.Addr(port), SecureBootstrap: secure, home: home, java: java, logConfig: filepath.Join(home, "log4j2.properties"),
 		props: propsPath, dir: dir, netns: kc.net.NetNS}
 
-	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does).
+	// Format the log directory with a fresh cluster ID (what `kafka-storage.sh format` does),
+	// and the SCRAM credentials.
 	clusterID := kafkaClusterID(rand.Read)
-	format := exec.Command(java, k.jvmArgs("kafka.tools.StorageTool", "format", "-t", clusterID, "-c", propsPath)...)
+	format := exec.Command(java, k.jvmArgs("kafka.tools.StorageTool", append([]string{"format", "-t", clusterID, "-c", propsPath}, formatArgs...)...)...)
 	format.Env, format.SysProcAttr = componentEnv(nil), sysProcAttr()
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("harness: format Kafka storage: %v\n%s", err, out)
