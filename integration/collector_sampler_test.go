@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,31 +128,10 @@ func colWaitGroupShared(ctx context.Context, t *testing.T, kafka *harness.Kafka,
 	adm := kadm.NewClient(kafka.Client(t))
 	var last string
 	for {
-		described, err := adm.DescribeGroups(ctx, group)
-		if err == nil {
-			g := described[group]
-			assigned := 0
-			every := len(g.Members) == members
-			for _, m := range g.Members {
-				c, ok := m.Assigned.AsConsumer()
-				n := 0
-				if ok {
-					for _, tp := range c.Topics {
-						if tp.Topic == topic {
-							n += len(tp.Partitions)
-						}
-					}
-				}
-				every = every && n > 0
-				assigned += n
-			}
-			last = fmt.Sprintf("state %s, %d members, %d of %d partitions assigned", g.State, len(g.Members), assigned, partitions)
-			if g.State == "Stable" && every && assigned == partitions {
-				t.Logf("consumer group %s: %s", group, last)
-				return
-			}
-		} else {
-			last = err.Error()
+		var shared bool
+		if shared, last = colGroupShared(ctx, adm, group, topic, partitions, members); shared {
+			t.Logf("consumer group %s: %s", group, last)
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -159,6 +139,33 @@ func colWaitGroupShared(ctx context.Context, t *testing.T, kafka *harness.Kafka,
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// colGroupShared tells whether consumer group is stable with members members, each holding
+// some of the topic's partitions and all of them held, and describes the group.
+func colGroupShared(ctx context.Context, adm *kadm.Client, group, topic string, partitions, members int) (bool, string) {
+	described, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return false, err.Error()
+	}
+	g := described[group]
+	assigned := 0
+	every := len(g.Members) == members
+	for _, m := range g.Members {
+		c, ok := m.Assigned.AsConsumer()
+		n := 0
+		if ok {
+			for _, tp := range c.Topics {
+				if tp.Topic == topic {
+					n += len(tp.Partitions)
+				}
+			}
+		}
+		every = every && n > 0
+		assigned += n
+	}
+	return g.State == "Stable" && every && assigned == partitions,
+		fmt.Sprintf("state %s, %d members, %d of %d partitions assigned", g.State, len(g.Members), assigned, partitions)
 }
 
 // TestSamplerResumesWhereItLeftOff: a new group of the sampler tier starts at the newest spans,
@@ -285,4 +292,123 @@ func TestSamplerResumesWhereItLeftOff(t *testing.T) {
 	colCheckJaegerHoldsExactly(ctx, t, jaeger, service, all, slices.Concat(slowOf(batch1), slowOf(batch2)))
 	t.Logf("sampler tier: history (%d slow traces) skipped by the new group; batch 1 sampled by the first member; batch 2 refused and not committed by a member under memory pressure, then sampled by the next member: Jaeger holds exactly the %d slow traces of batches 1 and 2",
 		len(history), len(slowOf(batch1))+len(slowOf(batch2)))
+}
+
+// TestSamplerKilledDuringStream SIGKILLs one sampler of two while slow traces stream through
+// the gateway into a four-partition topic, each trace in two records a second apart (its API
+// calls, then its reconcile span), and accounts for every trace in Jaeger: whole, partial, or
+// missing. The killed sampler's partitions pass to the survivor once the group's session
+// timeout (10 s) has expired, at the killed one's last committed offsets. A trace whose records
+// the killed sampler had taken (and committed) but not yet decided is lost with it: missing when
+// it had taken all of them, partial when the survivor saw the rest and decided on that part. The
+// test measures how many, and asserts what must hold: nothing is decided twice, and every trace
+// sent after the survivor owns all partitions arrives whole.
+func TestSamplerKilledDuringStream(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
+	kafka := harness.StartKafka(t)
+	jaeger := harness.StartJaeger(t)
+	const spansTopic, partitions = "watchtower-kill-spans", 4
+	kafka.CreateTopic(t, spansTopic, partitions)
+	kafka.CreateTopic(t, "watchtower-kill-metrics", 1)
+	group := colUniqueService("watchtower-samplers")
+	var samplers []*harness.Collector
+	for i := 1; i <= 2; i++ {
+		samplers = append(samplers, harness.StartCollector(t, fmt.Sprintf("otelcol-sampler-%d", i), "deploy/collector/sampler.yaml", map[string]string{
+			"WATCHTOWER_KAFKA_BROKERS":             kafka.Bootstrap,
+			"WATCHTOWER_KAFKA_SPANS_TOPIC":         spansTopic,
+			"WATCHTOWER_KAFKA_SAMPLER_GROUP":       group,
+			"WATCHTOWER_TRACES_ENDPOINT":           jaeger.OTLPGRPC,
+			"WATCHTOWER_SLOW_THRESHOLD_MS":         fmt.Sprint(colSlowThreshold.Milliseconds()),
+			"WATCHTOWER_SAMPLING_BASELINE_PERCENT": "0",
+			"WATCHTOWER_SAMPLING_DECISION_WAIT":    "3s",
+		}))
+	}
+	ctx := ctxTimeout(t, 4*time.Minute)
+	colWaitGroupShared(ctx, t, kafka, group, spansTopic, partitions, 2)
+	sink := harness.NewOTLPSink(t)
+	gw := harness.StartCollector(t, "otelcol-gateway", "deploy/collector/gateway.yaml", map[string]string{
+		"WATCHTOWER_KAFKA_BROKERS":       kafka.Bootstrap,
+		"WATCHTOWER_KAFKA_SPANS_TOPIC":   spansTopic,
+		"WATCHTOWER_KAFKA_METRICS_TOPIC": "watchtower-kill-metrics",
+		"WATCHTOWER_TRACES_ENDPOINT":     sink.Endpoint,
+	})
+
+	service := colUniqueService("watchtower-kill")
+	type sentAt struct {
+		colTrace
+		at time.Time
+	}
+	var sent []sentAt
+	stream := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			at := time.Now()
+			for _, tr := range colSendTraces(ctx, t, gw.OTLPGRPC, service, colPlan{Slow: 2}, func() { time.Sleep(time.Second) }) {
+				sent = append(sent, sentAt{tr, at})
+			}
+		}
+	}
+	stream(6 * time.Second)
+	killed := samplers[1]
+	if err := syscall.Kill(killed.Process().Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-killed.Process().Done()
+	killedAt := time.Now()
+	// The stream goes on through the session timeout and the rebalance, and a while after.
+	adm := kadm.NewClient(kafka.Client(t))
+	var rebalanced time.Time
+	for end := time.Now().Add(25 * time.Second); time.Now().Before(end); {
+		stream(time.Millisecond) // one round: two traces, their records a second apart
+		if shared, _ := colGroupShared(ctx, adm, group, spansTopic, partitions, 1); shared && rebalanced.IsZero() {
+			rebalanced = time.Now()
+		}
+	}
+	if rebalanced.IsZero() {
+		t.Fatalf("the group did not hand the killed sampler's partitions to the survivor within 25 s")
+	}
+
+	// Every trace decided: the survivor has taken everything written and its decision wait has
+	// passed; then count what Jaeger holds.
+	survivor := samplers[0]
+	var whole, partial, missing, twice, wholeAfter, after int
+	waitFor(t, ctx, "the survivor to have decided the whole stream", func() (bool, error) {
+		lag, _, err := survivor.SelfMetric(ctx, "otelcol_kafka_receiver_offset_lag", nil)
+		pending, _, err2 := survivor.SelfMetric(ctx, "otelcol_processor_tail_sampling_sampling_traces_on_memory", nil)
+		return err == nil && err2 == nil && lag == 0 && pending == 0, fmt.Errorf("lag %v, %v traces waiting for a decision", lag, pending)
+	})
+	time.Sleep(2 * time.Second) // the backend exporter's batch
+	for _, s := range sent {
+		tr, found, err := jaeger.Trace(ctx, s.TraceID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]int{}
+		for _, sp := range tr.Spans {
+			ids[sp.SpanID]++
+		}
+		switch {
+		case !found:
+			missing++
+		case len(tr.Spans) > len(ids):
+			twice++
+		case len(ids) == len(s.SpanIDs):
+			whole++
+		default:
+			partial++
+		}
+		if s.at.After(rebalanced) {
+			after++
+			if found && len(ids) == len(s.SpanIDs) && len(tr.Spans) == len(ids) {
+				wholeAfter++
+			}
+		}
+	}
+	t.Logf("fault: sampler SIGKILLed %s into the stream; the survivor owned all %d partitions %s later; of %d slow traces: %d whole, %d partial (decided on the part the survivor saw), %d missing, %d with a span twice; after the rebalance %d of %d whole",
+		6*time.Second, partitions, rebalanced.Sub(killedAt).Round(time.Second), len(sent), whole, partial, missing, twice, wholeAfter, after)
+	if twice != 0 {
+		t.Errorf("%d traces reached Jaeger with a span twice: decided by both samplers", twice)
+	}
+	if after == 0 || wholeAfter != after {
+		t.Errorf("after the rebalance %d of %d traces arrived whole, want all (and some)", wholeAfter, after)
+	}
 }
