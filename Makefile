@@ -25,7 +25,7 @@ INTEGRATION_TIMEOUT ?= 40m
 # decisions, outages, alerts): eight at a time on two cores (measured: the integration package
 # in 237 s against 293 s with four; the cluster tier in a second process at the same time was
 # slower, 279 s). The cluster tests stay sequential.
-INTEGRATION_PARALLEL ?= 12
+INTEGRATION_PARALLEL ?= 8
 # A failing test keeps its components' logs here (t.ArtifactDir); the test output names the folder.
 TEST_OUTPUT := $(CURDIR)/bin/test-output
 ARTIFACTS := -artifacts -outputdir $(TEST_OUTPUT)
