@@ -375,63 +375,73 @@ func TestClusterEndToEnd(t *testing.T) {
 		t.Error("no span of the API server in Kafka: it traces to the agent on its node")
 	}
 
+	type apiSpan struct {
+		traceID, parent, userAgent string
+		links                      []string
+	}
 	t.Run("apiserver-spans-for-a-serviceaccount", func(t *testing.T) {
 		// What a user whose operator runs as a ServiceAccount gets from the API server's
 		// tracing: its spans of the operator's requests, and how they relate to the reconcile
 		// trace that made them (child, link, or nothing).
-		tds := kafkaTraces(t)
-		opTraces := map[string]bool{}
-		type apiSpan struct {
-			traceID, parent, userAgent string
-			links                      []string
-		}
+		// The operator's reconciles and the API server's spans of them reach Kafka through
+		// batching exporters: count until a link shows, within a bound.
 		var api []apiSpan
-		for _, td := range tds {
-			for i := 0; i < td.ResourceSpans().Len(); i++ {
-				rs := td.ResourceSpans().At(i)
-				svc, _ := rs.Resource().Attributes().Get("service.name")
-				for j := 0; j < rs.ScopeSpans().Len(); j++ {
-					spans := rs.ScopeSpans().At(j).Spans()
-					for k := 0; k < spans.Len(); k++ {
-						sp := spans.At(k)
-						switch svc.AsString() {
-						case "workload-operator":
-							opTraces[sp.TraceID().String()] = true
-						case "apiserver":
-							a := apiSpan{traceID: sp.TraceID().String()}
-							for _, key := range []string{"user_agent.original", "http.user_agent"} {
-								if ua, ok := sp.Attributes().Get(key); ok {
-									a.userAgent = ua.AsString()
+		var fromOperator, childOf, linkedTo int
+		count := func() {
+			tds := kafkaTraces(t)
+			opTraces := map[string]bool{}
+			api = nil
+			for _, td := range tds {
+				for i := 0; i < td.ResourceSpans().Len(); i++ {
+					rs := td.ResourceSpans().At(i)
+					svc, _ := rs.Resource().Attributes().Get("service.name")
+					for j := 0; j < rs.ScopeSpans().Len(); j++ {
+						spans := rs.ScopeSpans().At(j).Spans()
+						for k := 0; k < spans.Len(); k++ {
+							sp := spans.At(k)
+							switch svc.AsString() {
+							case "workload-operator":
+								opTraces[sp.TraceID().String()] = true
+							case "apiserver":
+								a := apiSpan{traceID: sp.TraceID().String()}
+								for _, key := range []string{"user_agent.original", "http.user_agent"} {
+									if ua, ok := sp.Attributes().Get(key); ok {
+										a.userAgent = ua.AsString()
+									}
 								}
+								if !sp.ParentSpanID().IsEmpty() {
+									a.parent = sp.ParentSpanID().String()
+								}
+								for l := 0; l < sp.Links().Len(); l++ {
+									a.links = append(a.links, sp.Links().At(l).TraceID().String())
+								}
+								api = append(api, a)
 							}
-							if !sp.ParentSpanID().IsEmpty() {
-								a.parent = sp.ParentSpanID().String()
-							}
-							for l := 0; l < sp.Links().Len(); l++ {
-								a.links = append(a.links, sp.Links().At(l).TraceID().String())
-							}
-							api = append(api, a)
 						}
 					}
 				}
 			}
-		}
-		var fromOperator, childOf, linkedTo int
-		for _, a := range api {
-			if !strings.Contains(a.userAgent, "workload-operator") && !strings.Contains(a.userAgent, "manager") {
-				continue
-			}
-			fromOperator++
-			if opTraces[a.traceID] {
-				childOf++
-			}
-			for _, l := range a.links {
-				if opTraces[l] {
-					linkedTo++
-					break
+			fromOperator, childOf, linkedTo = 0, 0, 0
+			for _, a := range api {
+				if !strings.Contains(a.userAgent, "workload-operator") && !strings.Contains(a.userAgent, "manager") {
+					continue
+				}
+				fromOperator++
+				if opTraces[a.traceID] {
+					childOf++
+				}
+				for _, l := range a.links {
+					if opTraces[l] {
+						linkedTo++
+						break
+					}
 				}
 			}
 		}
+		waitFor(t, ctx, "an API server span of the operator's requests linked to a reconcile trace", func() (bool, error) {
+			count()
+			return fromOperator > 0 && linkedTo > 0, fmt.Errorf("%d API server spans, %d of the operator's requests, %d linked", len(api), fromOperator, linkedTo)
+		})
 		t.Logf("e2e: API server spans in Kafka: %d, of the operator's requests %d: %d in the reconcile's trace, %d linked to it",
 			len(api), fromOperator, childOf, linkedTo)
 		// kube-apiserver v1.37 treats a ServiceAccount's traceparent as untrusted: its span of
