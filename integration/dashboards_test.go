@@ -371,7 +371,9 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		harness.WithScrapeTarget("otelcol-refusing", refusingSelf, "/metrics"),
 		harness.WithScrapeTarget("otelcol-sampler", samplerSelf, "/metrics"))
 	t.Logf("live: components up in %s", time.Since(start).Round(time.Millisecond))
-	ctx := ctxTimeout(t, 3*time.Minute)
+	// Five minutes: with the whole integration suite running eight tests at a time, its first
+	// alert took over three (CI on 2026-12-03); alone it is ready in about 45 s.
+	ctx := ctxTimeout(t, 5*time.Minute)
 
 	load := startRefusedLoad(t, ctx, refusing.OTLPGRPC)
 	for name, spec := range map[string]demov1alpha1.WorkloadSpec{
