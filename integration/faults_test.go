@@ -251,6 +251,26 @@ func waitSettled(t *testing.T, ctx context.Context, gw *harness.Collector) {
 	}
 }
 
+// waitDelivered waits until the gateway has settled (waitSettled) and Kafka holds every one of
+// the spans and points the client sent as service, then fails the test unless it holds exactly
+// those (distinct sequence numbers), and returns the tally with its duplicates.
+func waitDelivered(t *testing.T, ctx context.Context, gw *harness.Collector, kafka *harness.Kafka, service string, spans, points int) tally {
+	t.Helper()
+	waitSettled(t, ctx, gw)
+	var got tally
+	waitFor(t, ctx, "every acknowledged span and point in Kafka", func() (bool, error) {
+		got = countInKafka(t, ctx, kafka, service)
+		if got.spans < spans || got.points < points {
+			return false, fmt.Errorf("Kafka holds %s of %d spans and %d points", got, spans, points)
+		}
+		return true, nil
+	})
+	if got.spans != spans || got.points != points {
+		t.Errorf("Kafka holds %s; the client sent %d spans and %d points: nothing but what was sent may arrive", got, spans, points)
+	}
+	return got
+}
+
 // TestKafkaOutageLosesNothing stops Kafka for a minute while a client streams spans and metric
 // points through the gateway, then starts it again: the gateway keeps accepting (its Kafka
 // queue is persistent and retries for ten minutes), and once Kafka is back every acknowledged
@@ -290,18 +310,7 @@ func TestKafkaOutageLosesNothing(t *testing.T) {
 		t.Errorf("the gateway acknowledged nothing while Kafka was down: its queue should take the stream")
 	}
 
-	waitSettled(t, ctx, gw)
-	var got tally
-	waitFor(t, ctx, "every acknowledged span and point in Kafka", func() (bool, error) {
-		got = countInKafka(t, ctx, kafka, f.service)
-		if got.spans < spans || got.points < points {
-			return false, fmt.Errorf("Kafka holds %s of %d spans and %d points", got, spans, points)
-		}
-		return true, nil
-	})
-	if got.spans != spans || got.points != points {
-		t.Errorf("Kafka holds %s; the client sent %d spans and %d points: nothing but what was sent may arrive", got, spans, points)
-	}
+	got := waitDelivered(t, ctx, gw, kafka, f.service, spans, points)
 	t.Logf("fault: Kafka down %s: sent %d spans and %d points (%d retryable refusals); delivered %s; lost 0",
 		outage, spans, points, refusals, got)
 }
@@ -351,18 +360,7 @@ func TestGatewaySIGKILLedLosesNothingAcknowledged(t *testing.T) {
 	unanswered := f.unanswered
 	f.mu.Unlock()
 
-	waitSettled(t, ctx, gw)
-	var got tally
-	waitFor(t, ctx, "every acknowledged span and point in Kafka", func() (bool, error) {
-		got = countInKafka(t, ctx, kafka, f.service)
-		if got.spans < spans || got.points < points {
-			return false, fmt.Errorf("Kafka holds %s of %d spans and %d points", got, spans, points)
-		}
-		return true, nil
-	})
-	if got.spans != spans || got.points != points {
-		t.Errorf("Kafka holds %s; the client sent %d spans and %d points: nothing but what was sent may arrive", got, spans, points)
-	}
+	got := waitDelivered(t, ctx, gw, kafka, f.service, spans, points)
 	t.Logf("fault: gateway SIGKILLed with %v batches queued for a stopped Kafka, after %d acknowledged spans; restarted in %s with %v batches found on disk: sent %d spans and %d points (%d requests unanswered, sent again); delivered %s; lost 0",
 		queued, killedAt, gw.Started.Round(time.Millisecond), replayed, spans, points, unanswered, got)
 }
@@ -466,18 +464,7 @@ func TestFullQueueRefusesRetryably(t *testing.T) {
 	refusedWith := maps.Clone(f.refusedWith)
 	f.mu.Unlock()
 
-	waitSettled(t, ctx, gw)
-	var got tally
-	waitFor(t, ctx, "every acknowledged span and point in Kafka", func() (bool, error) {
-		got = countInKafka(t, ctx, kafka, f.service)
-		if got.spans < spans || got.points < points {
-			return false, fmt.Errorf("Kafka holds %s of %d spans and %d points", got, spans, points)
-		}
-		return true, nil
-	})
-	if got.spans != spans || got.points != points {
-		t.Errorf("Kafka holds %s; the client sent %d spans and %d points: nothing but what was sent may arrive", got, spans, points)
-	}
+	got := waitDelivered(t, ctx, gw, kafka, f.service, spans, points)
 	var counted float64
 	waitFor(t, ctx, "the span metrics to count every delivered span", func() (bool, error) {
 		var err error
