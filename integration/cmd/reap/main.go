@@ -1,8 +1,8 @@
 // Command reap is the backstop hack/reap.sh runs after the integration suite. It kills every
 // process that carries the harness' owner marker (harness.OwnerEnv) while its test binary is
-// gone, tears down the test clusters whose test is gone, prints what the test binaries'
-// watchdogs already reaped, and exits 1 if it found anything: a component that outlives its
-// test is a harness defect, even when a watchdog caught it.
+// gone, tears down the test clusters and removes the CPU-limit cgroups whose test is gone,
+// prints what the test binaries' watchdogs already reaped, and exits 1 if it found anything: a
+// component that outlives its test is a harness defect, even when a watchdog caught it.
 package main
 
 import (
@@ -27,7 +27,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "reap: test component outlived its test and was killed: %s\n", o)
 		found = true
 	}
-	for _, err := range harness.ReapClusters() {
+	for _, err := range append(harness.ReapClusters(), harness.ReapCPULimits()...) {
 		fmt.Fprintln(os.Stderr, "reap:", err)
 		found = true
 	}
