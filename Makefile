@@ -106,6 +106,7 @@ BENCH_COUNT ?= 5
 bench: otelcol | bin ## benchmarks of the instrumentation against the SDK floor; writes docs/performance.md
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./instrumentation/... | tee bin/bench.txt
 	cd integration && go test -run '^$$' -bench BenchmarkCollectorGatewayThroughput -benchtime 1x -count 3 . | tee -a ../bin/bench.txt
+	cd integration && go test -run '^$$' -bench BenchmarkOperatorCollectorDown -benchtime 40000x . | tee -a ../bin/bench.txt
 	go run ./hack/benchreport -command "make bench" -binary bin/otelcol-watchtower -o docs/performance.md < bin/bench.txt
 	@echo "bench: wrote docs/performance.md"
 
