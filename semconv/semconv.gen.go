@@ -27,6 +27,24 @@ const (
 	QueueWaitKey = attribute.Key("watchtower.queue.wait")
 	// QueueRetriesKey is watchtower.queue.retries: How many times the request had been requeued with rate limiting (after errors or Requeue) when this reconcile started; 0 for fresh work.
 	QueueRetriesKey = attribute.Key("watchtower.queue.retries")
+	// TriggerEventKey is watchtower.trigger.event: What enqueued a reconcile. On a reconcile span, the first of its triggers; on each of its span links, that link's trigger.
+	TriggerEventKey = attribute.Key("watchtower.trigger.event")
+	// TriggerCountKey is watchtower.trigger.count: How many triggers the workqueue coalesced into this reconcile (watch events and requeues since the request was last taken); the first 8 are span links.
+	TriggerCountKey = attribute.Key("watchtower.trigger.count")
+	// TriggerWatchKey is watchtower.trigger.watch: Which watch of the controller saw the event, as declared in its builder.
+	TriggerWatchKey = attribute.Key("watchtower.trigger.watch")
+	// TriggerObjectGroupKey is watchtower.trigger.object.group: API group of the object whose event enqueued the reconcile; empty for the core group.
+	TriggerObjectGroupKey = attribute.Key("watchtower.trigger.object.group")
+	// TriggerObjectKindKey is watchtower.trigger.object.kind: Kind of the object whose event enqueued the reconcile.
+	TriggerObjectKindKey = attribute.Key("watchtower.trigger.object.kind")
+	// TriggerObjectNamespaceKey is watchtower.trigger.object.namespace: Namespace of the object whose event enqueued the reconcile. Spans only: unbounded cardinality, never a metric attribute.
+	TriggerObjectNamespaceKey = attribute.Key("watchtower.trigger.object.namespace")
+	// TriggerObjectNameKey is watchtower.trigger.object.name: Name of the object whose event enqueued the reconcile. Spans only: unbounded cardinality, never a metric attribute.
+	TriggerObjectNameKey = attribute.Key("watchtower.trigger.object.name")
+	// TriggerObjectResourceVersionKey is watchtower.trigger.object.resource_version: resourceVersion of the object in the event (the new object of an update). Spans only: unbounded cardinality, never a metric attribute.
+	TriggerObjectResourceVersionKey = attribute.Key("watchtower.trigger.object.resource_version")
+	// TriggerObjectGenerationKey is watchtower.trigger.object.generation: metadata.generation of the object in the event; 0 for kinds without one.
+	TriggerObjectGenerationKey = attribute.Key("watchtower.trigger.object.generation")
 	// QueueAddKindKey is watchtower.queue.add_kind: Why a request entered the workqueue.
 	QueueAddKindKey = attribute.Key("watchtower.queue.add_kind")
 	// APIVerbKey is watchtower.api.verb: The logical controller-runtime client operation.
@@ -101,6 +119,29 @@ func QueueWait(v float64) attribute.KeyValue { return QueueWaitKey.Float64(v) }
 
 // QueueRetries returns the watchtower.queue.retries attribute.
 func QueueRetries(v int) attribute.KeyValue { return QueueRetriesKey.Int(v) }
+
+// TriggerCount returns the watchtower.trigger.count attribute.
+func TriggerCount(v int) attribute.KeyValue { return TriggerCountKey.Int(v) }
+
+// TriggerObjectGroup returns the watchtower.trigger.object.group attribute.
+func TriggerObjectGroup(v string) attribute.KeyValue { return TriggerObjectGroupKey.String(v) }
+
+// TriggerObjectKind returns the watchtower.trigger.object.kind attribute.
+func TriggerObjectKind(v string) attribute.KeyValue { return TriggerObjectKindKey.String(v) }
+
+// TriggerObjectNamespace returns the watchtower.trigger.object.namespace attribute.
+func TriggerObjectNamespace(v string) attribute.KeyValue { return TriggerObjectNamespaceKey.String(v) }
+
+// TriggerObjectName returns the watchtower.trigger.object.name attribute.
+func TriggerObjectName(v string) attribute.KeyValue { return TriggerObjectNameKey.String(v) }
+
+// TriggerObjectResourceVersion returns the watchtower.trigger.object.resource_version attribute.
+func TriggerObjectResourceVersion(v string) attribute.KeyValue {
+	return TriggerObjectResourceVersionKey.String(v)
+}
+
+// TriggerObjectGeneration returns the watchtower.trigger.object.generation attribute.
+func TriggerObjectGeneration(v int) attribute.KeyValue { return TriggerObjectGenerationKey.Int(v) }
 
 // APISubresource returns the watchtower.api.subresource attribute.
 func APISubresource(v string) attribute.KeyValue { return APISubresourceKey.String(v) }
@@ -183,6 +224,52 @@ var (
 	ReconcileResultRequeue       = ReconcileResultKey.String(ReconcileResultRequeueValue)
 	ReconcileResultRequeueAfter  = ReconcileResultKey.String(ReconcileResultRequeueAfterValue)
 	ReconcileResultPanic         = ReconcileResultKey.String(ReconcileResultPanicValue)
+)
+
+// Values of watchtower.trigger.event.
+const (
+	// TriggerEventCreateValue is "create": A watched object was created (or listed when the informer started).
+	TriggerEventCreateValue = "create"
+	// TriggerEventUpdateValue is "update": A watched object changed (its resourceVersion moved).
+	TriggerEventUpdateValue = "update"
+	// TriggerEventDeleteValue is "delete": A watched object was deleted.
+	TriggerEventDeleteValue = "delete"
+	// TriggerEventGenericValue is "generic": A generic event from a channel or custom source.
+	TriggerEventGenericValue = "generic"
+	// TriggerEventResyncValue is "resync": The informer's periodic resync: an update event for an object whose resourceVersion did not change.
+	TriggerEventResyncValue = "resync"
+	// TriggerEventRequeueValue is "requeue": The previous reconcile of the same request ended in an error or Requeue: true (rate-limited requeue); the link points at that reconcile's span.
+	TriggerEventRequeueValue = "requeue"
+	// TriggerEventRequeueAfterValue is "requeue_after": The previous reconcile of the same request returned RequeueAfter; the link points at that reconcile's span.
+	TriggerEventRequeueAfterValue = "requeue_after"
+)
+
+// Precomputed watchtower.trigger.event attributes.
+var (
+	TriggerEventCreate       = TriggerEventKey.String(TriggerEventCreateValue)
+	TriggerEventUpdate       = TriggerEventKey.String(TriggerEventUpdateValue)
+	TriggerEventDelete       = TriggerEventKey.String(TriggerEventDeleteValue)
+	TriggerEventGeneric      = TriggerEventKey.String(TriggerEventGenericValue)
+	TriggerEventResync       = TriggerEventKey.String(TriggerEventResyncValue)
+	TriggerEventRequeue      = TriggerEventKey.String(TriggerEventRequeueValue)
+	TriggerEventRequeueAfter = TriggerEventKey.String(TriggerEventRequeueAfterValue)
+)
+
+// Values of watchtower.trigger.watch.
+const (
+	// TriggerWatchForValue is "for": The reconciled kind itself (For).
+	TriggerWatchForValue = "for"
+	// TriggerWatchOwnsValue is "owns": An object the reconciled kind controls (Owns).
+	TriggerWatchOwnsValue = "owns"
+	// TriggerWatchWatchesValue is "watches": Another watch with its own event handler (Watches).
+	TriggerWatchWatchesValue = "watches"
+)
+
+// Precomputed watchtower.trigger.watch attributes.
+var (
+	TriggerWatchFor     = TriggerWatchKey.String(TriggerWatchForValue)
+	TriggerWatchOwns    = TriggerWatchKey.String(TriggerWatchOwnsValue)
+	TriggerWatchWatches = TriggerWatchKey.String(TriggerWatchWatchesValue)
 )
 
 // Values of watchtower.queue.add_kind.

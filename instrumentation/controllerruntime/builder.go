@@ -2,7 +2,12 @@ package otelctrl
 
 import (
 	"errors"
+	"slices"
 	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -17,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/gowatchtower/watchtower/semconv"
 )
 
 // Builder is controller-runtime's builder.Builder with the reconciler and the workqueue
@@ -32,6 +39,10 @@ type TypedBuilder[req comparable] struct {
 	name     string
 	ctrlOpts controller.TypedOptions[req]
 	opts     []Option
+	// link brings the queue's tap, built when the controller starts, to the reconciler and
+	// to the watches' trigger recorders; owner is the For kind, for the Owns watches.
+	link  *tapLink[req]
+	owner *ownerKind
 }
 
 // NewControllerManagedBy replaces ctrl.NewControllerManagedBy(mgr) — the one line to change in
@@ -42,34 +53,81 @@ func NewControllerManagedBy(mgr manager.Manager, opts ...Option) *Builder {
 
 // NewTypedControllerManagedBy replaces builder.TypedControllerManagedBy[req](mgr).
 func NewTypedControllerManagedBy[req comparable](mgr manager.Manager, opts ...Option) *TypedBuilder[req] {
-	return &TypedBuilder[req]{b: builder.TypedControllerManagedBy[req](mgr), mgr: mgr, opts: opts}
+	owner := &ownerKind{scope: func(gk schema.GroupKind) (bool, error) {
+		m, err := mgr.GetRESTMapper().RESTMapping(gk)
+		if err != nil {
+			return false, err
+		}
+		return m.Scope.Name() == meta.RESTScopeNameNamespace, nil
+	}}
+	return &TypedBuilder[req]{b: builder.TypedControllerManagedBy[req](mgr), mgr: mgr, opts: opts, link: &tapLink[req]{}, owner: owner}
 }
 
-// For is builder.TypedBuilder.For.
+// For is builder.TypedBuilder.For. Its events become the links of the reconciles they cause.
 func (b *TypedBuilder[req]) For(object client.Object, opts ...builder.ForOption) *TypedBuilder[req] {
 	if b.forObj == nil {
 		b.forObj = object
+	}
+	if p := b.keyedTrigger(object, semconv.TriggerWatchFor, objectRequest, false); p != nil {
+		opts = append(opts[:len(opts):len(opts)], builder.WithPredicates(p))
 	}
 	b.b.For(object, opts...)
 	return b
 }
 
-// Owns is builder.TypedBuilder.Owns.
+// Owns is builder.TypedBuilder.Owns. Its events become the links of the reconciles they cause.
 func (b *TypedBuilder[req]) Owns(object client.Object, opts ...builder.OwnsOption) *TypedBuilder[req] {
+	everyOwner := slices.ContainsFunc(opts, func(o builder.OwnsOption) bool { return o == builder.OwnsOption(builder.MatchEveryOwner) })
+	if p := b.keyedTrigger(object, semconv.TriggerWatchOwns, ownerRequests(b.owner, everyOwner), true); p != nil {
+		opts = append(opts[:len(opts):len(opts)], builder.WithPredicates(p))
+	}
 	b.b.Owns(object, opts...)
 	return b
 }
 
-// Watches is builder.TypedBuilder.Watches.
+// Watches is builder.TypedBuilder.Watches. The requests eventHandler adds get its events as
+// their reconciles' links.
 func (b *TypedBuilder[req]) Watches(object client.Object, eventHandler handler.TypedEventHandler[client.Object, req], opts ...builder.WatchesOption) *TypedBuilder[req] {
-	b.b.Watches(object, eventHandler, opts...)
+	b.b.Watches(object, b.triggerHandler(object, eventHandler), opts...)
 	return b
 }
 
-// WatchesMetadata is builder.TypedBuilder.WatchesMetadata.
+// WatchesMetadata is builder.TypedBuilder.WatchesMetadata, with Watches' links.
 func (b *TypedBuilder[req]) WatchesMetadata(object client.Object, eventHandler handler.TypedEventHandler[client.Object, req], opts ...builder.WatchesOption) *TypedBuilder[req] {
-	b.b.WatchesMetadata(object, eventHandler, opts...)
+	b.b.WatchesMetadata(object, b.triggerHandler(object, eventHandler), opts...)
 	return b
+}
+
+// keyedTrigger is the trigger-recording predicate of a For or Owns watch, or nil when the
+// builder's requests are not reconcile.Request (For and Owns then fail at Build anyway) or the
+// object's kind is unknown to the scheme (Build reports that).
+func (b *TypedBuilder[req]) keyedTrigger(object client.Object, watch attribute.KeyValue, requests func(client.Object, func(reconcile.Request)), ownerKeys bool) *keyedTrigger {
+	link, ok := any(b.link).(*tapLink[reconcile.Request])
+	if !ok {
+		return nil
+	}
+	gvk, err := apiutil.GVKForObject(object, b.mgr.GetScheme())
+	if err != nil {
+		return nil
+	}
+	return &keyedTrigger{
+		watchTrigger: watchTrigger{watch: watch, gk: gvk.GroupKind()},
+		ownerKeys:    ownerKeys,
+		requests:     requests,
+		record: func(r reconcile.Request, ev triggerEvent, l trace.Link) {
+			if tap := link.tap.Load(); tap != nil {
+				tap.trigger(r, ev, l)
+			}
+		},
+	}
+}
+
+func (b *TypedBuilder[req]) triggerHandler(object client.Object, h handler.TypedEventHandler[client.Object, req]) handler.TypedEventHandler[client.Object, req] {
+	gvk, err := apiutil.GVKForObject(object, b.mgr.GetScheme())
+	if err != nil || h == nil {
+		return h // Build reports an unknown kind; a nil handler is controller-runtime's to refuse
+	}
+	return &triggerHandler[req]{inner: h, watchTrigger: watchTrigger{watch: semconv.TriggerWatchWatches, gk: gvk.GroupKind()}, link: b.link}
 }
 
 // WatchesRawSource is builder.TypedBuilder.WatchesRawSource.
@@ -130,6 +188,7 @@ func (b *TypedBuilder[req]) Build(r reconcile.TypedReconciler[req]) (controller.
 			return nil, err
 		}
 		gk = gvk.GroupKind()
+		b.owner.gk.Store(&gk)
 		if name == "" {
 			name = strings.ToLower(gvk.Kind) // the name controller-runtime's builder derives
 		}
@@ -137,7 +196,7 @@ func (b *TypedBuilder[req]) Build(r reconcile.TypedReconciler[req]) (controller.
 	cfg := newConfig(b.opts)
 	// The queue's tap reaches the reconciler through this link, not through a process-global
 	// registry: two managers (or tests) with controllers of the same name stay apart.
-	link := &tapLink[req]{}
+	link := b.link
 	o.NewQueue = newTappedQueue(defaultQueue(o, b.mgr), cfg, link)
 	b.b.WithOptions(o)
 	var active *activeSet

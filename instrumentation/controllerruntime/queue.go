@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 
@@ -58,6 +59,7 @@ func newTappedQueue[req comparable](newQueue newQueueFunc[req], cfg config, link
 type started struct {
 	wait    time.Duration
 	retries int
+	trig    *triggers // nil: nothing recorded what added the request
 }
 
 type queueTap[req comparable] struct {
@@ -72,6 +74,11 @@ type queueTap[req comparable] struct {
 	// taken holds the wait of requests a worker took, until their reconcile takes it or the
 	// worker marks them done: its size is bounded by the number of workers.
 	taken map[req]started
+	// trig holds, per request not yet taken, what added it (triggers.go); bounded by
+	// maxPendingTriggers. running holds the span of each request being reconciled, for the
+	// links of its requeues; bounded by the number of workers.
+	trig    map[req]*triggers
+	running map[req]trace.SpanContext
 }
 
 const (
@@ -81,7 +88,7 @@ const (
 )
 
 func newQueueTap[req comparable](controller string, in *instruments) *queueTap[req] {
-	t := &queueTap[req]{in: in, due: map[req]time.Time{}, taken: map[req]started{}}
+	t := &queueTap[req]{in: in, due: map[req]time.Time{}, taken: map[req]started{}, trig: map[req]*triggers{}, running: map[req]trace.SpanContext{}}
 	for kind, kv := range map[int]attribute.KeyValue{addFresh: semconv.QueueAddKindFresh, addRateLimited: semconv.QueueAddKindRateLimited, addDelayed: semconv.QueueAddKindDelayed} {
 		t.addOpts[kind] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(semconv.ControllerName(controller), kv))}
 	}
@@ -118,7 +125,9 @@ func (t *queueTap[req]) got(item req, shutdown bool) {
 	if ok && now.After(at) {
 		wait = now.Sub(at)
 	}
-	t.taken[item] = started{wait: wait, retries: retries}
+	ts := t.trig[item]
+	delete(t.trig, item)
+	t.taken[item] = started{wait: wait, retries: retries, trig: ts}
 	t.mu.Unlock()
 }
 
@@ -156,6 +165,7 @@ func (q *tappedQueue[req]) Add(item req) {
 }
 
 func (q *tappedQueue[req]) AddAfter(item req, d time.Duration) {
+	q.tap.requeued(item, evRequeueAfter)
 	q.tap.becomesDue(item, time.Now().Add(d))
 	q.tap.added(addDelayed, 1)
 	q.TypedRateLimitingInterface.AddAfter(item, d)
@@ -163,6 +173,7 @@ func (q *tappedQueue[req]) AddAfter(item req, d time.Duration) {
 
 func (q *tappedQueue[req]) AddRateLimited(item req) {
 	// The due time comes from the rate limiter's When, which the queue calls.
+	q.tap.requeued(item, evRequeue)
 	q.tap.added(addRateLimited, 1)
 	q.TypedRateLimitingInterface.AddRateLimited(item)
 }
@@ -171,6 +182,9 @@ func (q *tappedQueue[req]) AddRateLimited(item req) {
 // nothing outlives the request's processing.
 func (q *tappedQueue[req]) Done(item req) {
 	q.tap.take(item)
+	q.tap.mu.Lock()
+	delete(q.tap.running, item)
+	q.tap.mu.Unlock()
 	q.TypedRateLimitingInterface.Done(item)
 }
 
@@ -188,10 +202,14 @@ type tappedPriorityQueue[req comparable] struct {
 func (q *tappedPriorityQueue[req]) AddWithOpts(o priorityqueue.AddOpts, items ...req) {
 	switch {
 	case o.RateLimited:
+		for _, it := range items {
+			q.tap.requeued(it, evRequeue)
+		}
 		q.tap.added(addRateLimited, len(items))
 	case o.After > 0:
 		at := time.Now().Add(o.After)
 		for _, it := range items {
+			q.tap.requeued(it, evRequeueAfter)
 			q.tap.becomesDue(it, at)
 		}
 		q.tap.added(addDelayed, len(items))

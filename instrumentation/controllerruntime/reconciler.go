@@ -116,9 +116,18 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		startOpts = d.newRootOpts
 	}
+	// What the queue recorded comes first: the triggers are the span's links, which samplers
+	// see at its start.
+	tap, taken, queued := d.takeQueued(r)
+	if taken.trig != nil {
+		startOpts = append(startOpts[:len(startOpts):len(startOpts)], trace.WithLinks(taken.trig.links...))
+	}
 	ctx, span := d.tracer.Start(ctx, d.spanNam, startOpts...)
+	if queued {
+		tap.reconciling(r, span.SpanContext()) // until the worker marks r done
+	}
 	st := &reconcileState{ctrl: d.id, span: span, start: start}
-	st.wait, st.retries, st.queued = d.takeQueueWait(r)
+	st.wait, st.retries, st.queued, st.trig = taken.wait, taken.retries, queued, taken.trig
 	if nn, ok := any(r).(reconcile.Request); ok {
 		st.object = activeKey{gk: d.gk, NamespacedName: nn.NamespacedName}
 		st.hasObject = true
@@ -157,17 +166,17 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	return res, err
 }
 
-// takeQueueWait returns what the controller's queue tap recorded when a worker took r.
-func (d *reconciler[req]) takeQueueWait(r req) (time.Duration, int, bool) {
+// takeQueued returns what the controller's queue tap recorded when a worker took r, and the tap.
+func (d *reconciler[req]) takeQueued(r req) (*queueTap[req], started, bool) {
 	if d.link == nil {
-		return 0, 0, false
+		return nil, started{}, false
 	}
 	tap := d.link.tap.Load()
 	if tap == nil {
-		return 0, 0, false
+		return nil, started{}, false
 	}
 	s, ok := tap.take(r)
-	return s.wait, s.retries, ok
+	return tap, s, ok
 }
 
 // recoverPanic records a panic and re-raises it: controller-runtime's recovery, panic counter
@@ -190,7 +199,7 @@ func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
 		d.set.remove(st)
 	}
 	if st.span.IsRecording() {
-		a := make([]attribute.KeyValue, 0, 12)
+		a := make([]attribute.KeyValue, 0, 14)
 		a = append(a, d.ctrlAttrs...)
 		if st.hasObject {
 			a = append(a, semconv.ObjectNamespace(st.object.Namespace), semconv.ObjectName(st.object.Name))
@@ -205,6 +214,9 @@ func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
 		}
 		if st.requeueAfter > 0 {
 			a = append(a, semconv.ReconcileRequeueAfter(st.requeueAfter.Seconds()))
+		}
+		if st.trig != nil {
+			a = append(a, triggerEventAttrs[st.trig.first], semconv.TriggerCount(st.trig.count))
 		}
 		a = append(a, resultAttrs[result])
 		st.span.SetAttributes(a...)
@@ -260,6 +272,7 @@ type reconcileState struct {
 	retries      int
 	queued       bool
 	requeueAfter time.Duration
+	trig         *triggers // what added the request, if the queue recorded it
 
 	logSink traceSink // the reconcile's log sink, see contextWithTraceLogger
 

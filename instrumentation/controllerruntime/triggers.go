@@ -1,0 +1,371 @@
+package otelctrl
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/gowatchtower/watchtower/semconv"
+)
+
+// Why a reconcile ran. controller-runtime's workqueue deduplicates requests, so by the time a
+// worker takes one, what enqueued it is gone. The queue tap keeps it: every watch event and
+// requeue that adds a request is recorded against that request until a worker takes it, and
+// the reconcile span links to each (up to maxTriggerLinks; the rest are counted).
+//
+// Watch events are recorded where the request is known exactly:
+//   - For and Owns: a predicate appended after the watch's own (so it sees only events that
+//     pass them) computes the request the builder's handler will add — the object itself for
+//     For, its controller owner of the For kind for Owns — exactly as those handlers do;
+//   - Watches: the handler is wrapped, and the queue it is given records every request it adds.
+//
+// Requeues are recorded when the controller re-adds the request after its reconcile (rate
+// limited or after a delay), linking to that reconcile's span.
+
+// maxTriggerLinks bounds the links of one reconcile span.
+const maxTriggerLinks = 8
+
+// maxPendingTriggers bounds the requests with recorded triggers not yet taken by a worker: the
+// queue deduplicates requests, so this is only reached by a queue of that many distinct
+// objects; beyond it, further requests get no links (their reconciles still run and count).
+const maxPendingTriggers = 100_000
+
+// The annotations of KEP-5915: a writer's span context on the object it wrote.
+const (
+	TraceparentAnnotation = "tracing.k8s.io/traceparent"
+	TracestateAnnotation  = "tracing.k8s.io/tracestate"
+)
+
+type triggerEvent uint8
+
+const (
+	evCreate triggerEvent = iota
+	evUpdate
+	evDelete
+	evGeneric
+	evResync
+	evRequeue
+	evRequeueAfter
+	numTriggerEvents
+)
+
+var triggerEventAttrs = [numTriggerEvents]attribute.KeyValue{
+	evCreate:       semconv.TriggerEventCreate,
+	evUpdate:       semconv.TriggerEventUpdate,
+	evDelete:       semconv.TriggerEventDelete,
+	evGeneric:      semconv.TriggerEventGeneric,
+	evResync:       semconv.TriggerEventResync,
+	evRequeue:      semconv.TriggerEventRequeue,
+	evRequeueAfter: semconv.TriggerEventRequeueAfter,
+}
+
+// requeueLinkAttrs are shared, read-only: a requeue's link costs no allocation.
+var requeueLinkAttrs = [numTriggerEvents][]attribute.KeyValue{
+	evRequeue:      {semconv.TriggerEventRequeue},
+	evRequeueAfter: {semconv.TriggerEventRequeueAfter},
+}
+
+// triggers is what the queue coalesced into one request since a worker last took it.
+type triggers struct {
+	first triggerEvent
+	count int
+	links []trace.Link // at most maxTriggerLinks
+	one   [1]trace.Link
+}
+
+func (ts *triggers) add(ev triggerEvent, l trace.Link) {
+	if ts.count == 0 {
+		ts.first = ev
+		ts.links = ts.one[:0]
+	}
+	ts.count++
+	if len(ts.links) < maxTriggerLinks {
+		ts.links = append(ts.links, l)
+	}
+}
+
+// trigger records that item was added for ev, with l as its link.
+func (t *queueTap[req]) trigger(item req, ev triggerEvent, l trace.Link) {
+	t.mu.Lock()
+	ts := t.trig[item]
+	if ts == nil {
+		if len(t.trig) >= maxPendingTriggers {
+			t.mu.Unlock()
+			return
+		}
+		ts = &triggers{}
+		t.trig[item] = ts
+	}
+	ts.add(ev, l)
+	t.mu.Unlock()
+}
+
+// requeued records that the controller re-added item after its reconcile, linking to that
+// reconcile's span. A request not being reconciled (a handler calling AddAfter) is not a
+// requeue: its watch trigger is recorded where the event was seen.
+func (t *queueTap[req]) requeued(item req, ev triggerEvent) {
+	t.mu.Lock()
+	sc, ok := t.running[item]
+	t.mu.Unlock()
+	if ok {
+		t.trigger(item, ev, trace.Link{SpanContext: sc, Attributes: requeueLinkAttrs[ev]})
+	}
+}
+
+// reconciling records the span of item's reconcile, for the links of its requeues; Done ends it.
+func (t *queueTap[req]) reconciling(item req, sc trace.SpanContext) {
+	t.mu.Lock()
+	t.running[item] = sc
+	t.mu.Unlock()
+}
+
+// watchTrigger describes one watch of a controller: which kind it watches and how it was
+// declared. It builds the link of each event.
+type watchTrigger struct {
+	watch attribute.KeyValue
+	gk    schema.GroupKind
+}
+
+// link is the span link of an event about obj: its attributes name the event, the watch and
+// the object; its span context is the writer's (the KEP-5915 annotation), when the object has
+// one, so that the reconcile links to the span that wrote it.
+func (w *watchTrigger) link(ev triggerEvent, obj client.Object) trace.Link {
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs,
+		triggerEventAttrs[ev], w.watch,
+		semconv.TriggerObjectGroup(w.gk.Group), semconv.TriggerObjectKind(w.gk.Kind),
+		semconv.TriggerObjectNamespace(obj.GetNamespace()), semconv.TriggerObjectName(obj.GetName()),
+		semconv.TriggerObjectResourceVersion(obj.GetResourceVersion()), semconv.TriggerObjectGeneration(int(obj.GetGeneration())))
+	return trace.Link{SpanContext: writerSpanContext(obj), Attributes: attrs}
+}
+
+// writerSpanContext is the span context in obj's tracing.k8s.io/traceparent annotation (with
+// its tracestate), or an invalid one.
+func writerSpanContext(obj client.Object) trace.SpanContext {
+	ann := obj.GetAnnotations()
+	tp := ann[TraceparentAnnotation]
+	if tp == "" {
+		return trace.SpanContext{}
+	}
+	carrier := propagation.MapCarrier{"traceparent": tp}
+	if ts := ann[TracestateAnnotation]; ts != "" {
+		carrier["tracestate"] = ts
+	}
+	return trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), carrier))
+}
+
+// updateEvent is an update, or a resync when the object did not change.
+func updateEvent(oldObj, newObj client.Object) triggerEvent {
+	if oldObj != nil && newObj != nil && oldObj.GetResourceVersion() == newObj.GetResourceVersion() {
+		return evResync
+	}
+	return evUpdate
+}
+
+// keyedTrigger is the predicate of a For or Owns watch: it passes every event (it is appended
+// after the watch's own predicates, so it only sees events that pass them) and records a
+// trigger for each request the builder's handler will add for it.
+type keyedTrigger struct {
+	watchTrigger
+	// ownerKeys: an Owns watch, whose handler adds the owners of both objects of an update.
+	ownerKeys bool
+	// requests returns the requests the watch's handler adds for obj.
+	requests func(obj client.Object, add func(reconcile.Request))
+	record   func(reconcile.Request, triggerEvent, trace.Link)
+}
+
+var _ predicate.Predicate = (*keyedTrigger)(nil)
+
+func (k *keyedTrigger) on(ev triggerEvent, objs ...client.Object) bool {
+	for _, obj := range objs {
+		if obj == nil {
+			continue
+		}
+		l := k.link(ev, obj)
+		k.requests(obj, func(r reconcile.Request) { k.record(r, ev, l) })
+	}
+	return true
+}
+
+func (k *keyedTrigger) Create(e event.CreateEvent) bool { return k.on(evCreate, e.Object) }
+func (k *keyedTrigger) Delete(e event.DeleteEvent) bool { return k.on(evDelete, e.Object) }
+func (k *keyedTrigger) Generic(e event.GenericEvent) bool {
+	return k.on(evGeneric, e.Object)
+}
+
+func (k *keyedTrigger) Update(e event.UpdateEvent) bool {
+	ev := updateEvent(e.ObjectOld, e.ObjectNew)
+	if k.ownerKeys {
+		// EnqueueRequestForOwner adds the owners of the old and of the new object.
+		return k.on(ev, e.ObjectOld, e.ObjectNew)
+	}
+	// EnqueueRequestForObject adds the new object (the old one only when there is no new).
+	if e.ObjectNew != nil {
+		return k.on(ev, e.ObjectNew)
+	}
+	return k.on(ev, e.ObjectOld)
+}
+
+// objectRequest is EnqueueRequestForObject's request for obj.
+func objectRequest(obj client.Object, add func(reconcile.Request)) {
+	add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}})
+}
+
+// ownerRequests returns EnqueueRequestForOwner's requests for an object: its owners of kind
+// owner (only the controller owner unless every owner counts), in the object's namespace when
+// the owner kind is namespaced.
+func ownerRequests(owner *ownerKind, everyOwner bool) func(client.Object, func(reconcile.Request)) {
+	return func(obj client.Object, add func(reconcile.Request)) {
+		gk, ok := owner.groupKind()
+		if !ok {
+			return
+		}
+		for _, ref := range obj.GetOwnerReferences() {
+			if ref.Kind != gk.Kind || (!everyOwner && (ref.Controller == nil || !*ref.Controller)) {
+				continue
+			}
+			group, _, _ := strings.Cut(ref.APIVersion, "/")
+			if !strings.Contains(ref.APIVersion, "/") {
+				group = "" // the core group's apiVersion is just "v1"
+			}
+			if group != gk.Group {
+				continue
+			}
+			r := reconcile.Request{NamespacedName: types.NamespacedName{Name: ref.Name}}
+			if owner.namespaced() {
+				r.Namespace = obj.GetNamespace()
+			}
+			add(r)
+		}
+	}
+}
+
+// ownerKind is the For kind of a builder, known at Build (For may come after Owns in the
+// chain), and whether it is namespaced (from the REST mapper, asked once, at the first event).
+type ownerKind struct {
+	gk    atomic.Pointer[schema.GroupKind]
+	scope func(schema.GroupKind) (namespaced bool, err error)
+	// scoped: 0 unknown, 1 namespaced, 2 cluster-scoped.
+	scoped atomic.Int32
+}
+
+func (o *ownerKind) groupKind() (schema.GroupKind, bool) {
+	gk := o.gk.Load()
+	if gk == nil {
+		return schema.GroupKind{}, false
+	}
+	return *gk, true
+}
+
+func (o *ownerKind) namespaced() bool {
+	switch o.scoped.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	gk, _ := o.groupKind()
+	ns, err := o.scope(gk)
+	if err != nil {
+		return true // not remembered: asked again at the next event
+	}
+	if ns {
+		o.scoped.Store(1)
+	} else {
+		o.scoped.Store(2)
+	}
+	return ns
+}
+
+// triggerHandler wraps the event handler of a Watches: the queue it hands the handler records,
+// for every request the handler adds, the event as its trigger.
+type triggerHandler[req comparable] struct {
+	inner handler.TypedEventHandler[client.Object, req]
+	watchTrigger
+	link *tapLink[req]
+}
+
+func (h *triggerHandler[req]) queue(q workqueue.TypedRateLimitingInterface[req], ev triggerEvent, obj client.Object) workqueue.TypedRateLimitingInterface[req] {
+	tap := h.link.tap.Load()
+	if tap == nil || obj == nil {
+		return q
+	}
+	rq := recordingQueue[req]{TypedRateLimitingInterface: q, tap: tap, ev: ev, link: h.watchTrigger.link(ev, obj)}
+	if pq, ok := q.(priorityqueue.PriorityQueue[req]); ok {
+		return &recordingPriorityQueue[req]{recordingQueue: rq, pq: pq}
+	}
+	return &rq
+}
+
+func (h *triggerHandler[req]) Create(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[req]) {
+	h.inner.Create(ctx, e, h.queue(q, evCreate, e.Object))
+}
+
+func (h *triggerHandler[req]) Update(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[req]) {
+	obj := e.ObjectNew
+	if obj == nil {
+		obj = e.ObjectOld
+	}
+	h.inner.Update(ctx, e, h.queue(q, updateEvent(e.ObjectOld, e.ObjectNew), obj))
+}
+
+func (h *triggerHandler[req]) Delete(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[req]) {
+	h.inner.Delete(ctx, e, h.queue(q, evDelete, e.Object))
+}
+
+func (h *triggerHandler[req]) Generic(ctx context.Context, e event.TypedGenericEvent[client.Object], q workqueue.TypedRateLimitingInterface[req]) {
+	h.inner.Generic(ctx, e, h.queue(q, evGeneric, e.Object))
+}
+
+// recordingQueue is the controller's queue as one event's handler sees it.
+type recordingQueue[req comparable] struct {
+	workqueue.TypedRateLimitingInterface[req]
+	tap  *queueTap[req]
+	ev   triggerEvent
+	link trace.Link
+}
+
+func (q *recordingQueue[req]) Add(item req) {
+	q.tap.trigger(item, q.ev, q.link)
+	q.TypedRateLimitingInterface.Add(item)
+}
+
+func (q *recordingQueue[req]) AddAfter(item req, d time.Duration) {
+	q.tap.trigger(item, q.ev, q.link)
+	q.TypedRateLimitingInterface.AddAfter(item, d)
+}
+
+func (q *recordingQueue[req]) AddRateLimited(item req) {
+	q.tap.trigger(item, q.ev, q.link)
+	q.TypedRateLimitingInterface.AddRateLimited(item)
+}
+
+type recordingPriorityQueue[req comparable] struct {
+	recordingQueue[req]
+	pq priorityqueue.PriorityQueue[req]
+}
+
+func (q *recordingPriorityQueue[req]) AddWithOpts(o priorityqueue.AddOpts, items ...req) {
+	for _, it := range items {
+		q.tap.trigger(it, q.ev, q.link)
+	}
+	q.pq.AddWithOpts(o, items...)
+}
+
+func (q *recordingPriorityQueue[req]) GetWithPriority() (req, int, bool) {
+	return q.pq.GetWithPriority()
+}
