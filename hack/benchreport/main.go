@@ -140,6 +140,14 @@ func report(r map[string]*result, order []string, command, binary string) string
 		child := ns("BenchmarkChildSpan/" + mode)
 		p("| client wrapper, %s: added time per call ÷ one bare child span | %.2f× (%.0f ns ÷ %.0f ns) | ≤ 1.3× | %s |\n", mode, over/child, over, child, verdict(over/child <= 1.3))
 	}
+	if _, ok := r["BenchmarkReconcileFromQueue/unsampled/trigger"]; ok {
+		for _, mode := range []string{"sampled", "unsampled"} {
+			with, plain := "BenchmarkReconcileFromQueue/"+mode+"/trigger", "BenchmarkReconcileFromQueue/"+mode+"/plain"
+			added, extra := ns(with)-ns(plain), al(with)-al(plain)
+			p("| triggers, %s: added time per reconcile (a watch event recorded, its link on the span) | %+.0f ns (%.0f − %.0f) | ≤ 200 ns | %s |\n", mode, added, ns(with), ns(plain), verdict(added <= 200))
+			p("| triggers, %s: added allocations per reconcile | %+.0f (%.0f − %.0f) | ≤ 2 | %s |\n", mode, extra, al(with), al(plain), verdict(extra <= 2))
+		}
+	}
 	p("\nThe client wrapper's figures are for a `Get` the informer cache serves (a stand-in doing the cache's work: a keyed lookup, a deep copy), inside a reconcile. ")
 	p("Such a read is counted by one atomic add (`watchtower.api.cache_reads`, an observable counter) rather than timed in a histogram, and its span, renamed `get ConfigMap (cache)` when the call returns, carries no attributes when it succeeded")
 	if _, ok := r["BenchmarkChildSpanWithAttributes"]; ok {
@@ -147,6 +155,11 @@ func report(r map[string]*result, order []string, command, binary string) string
 			ns("BenchmarkChildSpanWithAttributes"), ns("BenchmarkChildSpan/sampled"), ns("BenchmarkChildSpanWithAttributes")/ns("BenchmarkChildSpan/sampled"))
 	}
 	p(".\n")
+	if _, ok := r["BenchmarkReconcileFromQueue/unsampled/trigger"]; ok {
+		p("\nThe triggers' figures (`BenchmarkReconcileFromQueue`) take a request through the tapped queue to the decorator with and without a recorded watch event. ")
+		p("Recording keeps plain fields (one allocation per request that has triggers); the link and its eight attributes are built only for a span that records, ")
+		p("so an unsampled reconcile pays for the record alone. A sampled one pays the SDK's `AddLink` (a copy and deduplication of the eight attributes, the span's link queue) — docs/causality.md.\n")
+	}
 	if _, ok := r["BenchmarkFloorWithAttributes/sampled"]; ok {
 		p("\nThe sampled floor sets no span attributes; a useful reconcile span carries eleven. ")
 		p("`BenchmarkFloorWithAttributes` is the floor plus those eleven attributes, which the SDK copies and, when the span ends, deduplicates through a map:\n\n")

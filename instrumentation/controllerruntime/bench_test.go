@@ -17,11 +17,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/gowatchtower/watchtower/semconv"
 )
 
 // The benchmarks come in families measured in the same process, so that `make bench`
@@ -37,6 +41,8 @@ import (
 //                                           unwrapped and wrapped, inside a reconcile
 //   BenchmarkParallelReconcile/{bare,sampled,unsampled}  8 goroutines reconciling with a real
 //                                           logger and a cached Get, without and with both wrappers
+//   BenchmarkReconcileFromQueue/{sampled,unsampled}/{plain,trigger}  through the tapped queue,
+//                                           without and with a recorded watch event (its link)
 
 // discard is a span processor that drops ended spans: the exporter's cost is the same with and
 // without the instrumentation and would only blur the comparison.
@@ -295,5 +301,50 @@ func BenchmarkParallelReconcile(b *testing.B) {
 			c := testClient(cachedClient{WithWatch: fake.NewClientBuilder().Build(), cache: &cacheMarker{Reader: cache}}, true, opts...)
 			run(b, testReconciler("widget", body(c), opts...))
 		})
+	}
+}
+
+// BenchmarkReconcileFromQueue/{sampled,unsampled}/{plain,trigger}: a request through the tapped
+// queue to the decorator, as a controller's worker takes it (Add, Get, Reconcile, Done); with
+// "trigger", the For watch's event is recorded first and becomes the reconcile span's link.
+// The difference is what the triggers cost per reconcile (docs/performance.md).
+func BenchmarkReconcileFromQueue(b *testing.B) {
+	for _, m := range modes {
+		for _, withTrigger := range []bool{false, true} {
+			name := m.name + "/plain"
+			if withTrigger {
+				name = m.name + "/trigger"
+			}
+			b.Run(name, func(b *testing.B) {
+				tp, mp := benchProviders(b, m.sampled)
+				cfg := newConfig([]Option{WithTracerProvider(tp), WithMeterProvider(mp)})
+				link := &tapLink[reconcile.Request]{}
+				q := newTappedQueue(nil, cfg, link)("widget", workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+				b.Cleanup(q.ShutDown)
+				r := newReconciler[reconcile.Request]("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+					return reconcile.Result{}, nil
+				}), cfg, widgetKind, link, nil)
+				forP := &keyedTrigger{
+					watchTrigger: watchTrigger{watch: semconv.TriggerWatchFor, gk: widgetKind},
+					record:       func(r reconcile.Request, t trig) { link.tap.Load().trigger(r, t) },
+				}
+				obj := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "widget-1", ResourceVersion: "42", Generation: 3}}
+				ev := event.UpdateEvent{ObjectOld: obj, ObjectNew: obj.DeepCopy()}
+				ev.ObjectNew.SetResourceVersion("43")
+				rq := req("default", "widget-1")
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					if withTrigger {
+						forP.Update(ev)
+					}
+					q.Add(rq)
+					item, _ := q.Get()
+					_, _ = r.Reconcile(ctx, item)
+					q.Forget(item)
+					q.Done(item)
+				}
+			})
+		}
 	}
 }

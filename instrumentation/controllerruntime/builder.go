@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/go-logr/logr"
@@ -68,7 +67,7 @@ func (b *TypedBuilder[req]) For(object client.Object, opts ...builder.ForOption)
 	if b.forObj == nil {
 		b.forObj = object
 	}
-	if p := b.keyedTrigger(object, semconv.TriggerWatchFor, objectRequest, false); p != nil {
+	if p := b.keyedTrigger(object, semconv.TriggerWatchFor, nil, false); p != nil {
 		opts = append(opts[:len(opts):len(opts)], builder.WithPredicates(p))
 	}
 	b.b.For(object, opts...)
@@ -78,7 +77,7 @@ func (b *TypedBuilder[req]) For(object client.Object, opts ...builder.ForOption)
 // Owns is builder.TypedBuilder.Owns. Its events become the links of the reconciles they cause.
 func (b *TypedBuilder[req]) Owns(object client.Object, opts ...builder.OwnsOption) *TypedBuilder[req] {
 	everyOwner := slices.ContainsFunc(opts, func(o builder.OwnsOption) bool { return o == builder.OwnsOption(builder.MatchEveryOwner) })
-	if p := b.keyedTrigger(object, semconv.TriggerWatchOwns, ownerRequests(b.owner, everyOwner), true); p != nil {
+	if p := b.keyedTrigger(object, semconv.TriggerWatchOwns, b.owner, everyOwner); p != nil {
 		opts = append(opts[:len(opts):len(opts)], builder.WithPredicates(p))
 	}
 	b.b.Owns(object, opts...)
@@ -101,7 +100,7 @@ func (b *TypedBuilder[req]) WatchesMetadata(object client.Object, eventHandler h
 // keyedTrigger is the trigger-recording predicate of a For or Owns watch, or nil when the
 // builder's requests are not reconcile.Request (For and Owns then fail at Build anyway) or the
 // object's kind is unknown to the scheme (Build reports that).
-func (b *TypedBuilder[req]) keyedTrigger(object client.Object, watch attribute.KeyValue, requests func(client.Object, func(reconcile.Request)), ownerKeys bool) *keyedTrigger {
+func (b *TypedBuilder[req]) keyedTrigger(object client.Object, watch attribute.KeyValue, owner *ownerKind, everyOwner bool) *keyedTrigger {
 	link, ok := any(b.link).(*tapLink[reconcile.Request])
 	if !ok {
 		return nil
@@ -112,11 +111,11 @@ func (b *TypedBuilder[req]) keyedTrigger(object client.Object, watch attribute.K
 	}
 	return &keyedTrigger{
 		watchTrigger: watchTrigger{watch: watch, gk: gvk.GroupKind()},
-		ownerKeys:    ownerKeys,
-		requests:     requests,
-		record: func(r reconcile.Request, ev triggerEvent, l trace.Link) {
+		owner:        owner,
+		everyOwner:   everyOwner,
+		record: func(r reconcile.Request, t trig) {
 			if tap := link.tap.Load(); tap != nil {
-				tap.trigger(r, ev, l)
+				tap.trigger(r, t)
 			}
 		},
 	}

@@ -119,10 +119,16 @@ func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.R
 	// What the queue recorded comes first: the triggers are the span's links, which samplers
 	// see at its start.
 	tap, taken, queued := d.takeQueued(r)
-	if taken.trig != nil {
-		startOpts = append(startOpts[:len(startOpts):len(startOpts)], trace.WithLinks(taken.trig.links...))
+	ts := taken.trig
+	if ts != nil && ts.sampled {
+		startOpts = append(startOpts[:len(startOpts):len(startOpts)], trace.WithLinks(ts.links()...))
 	}
 	ctx, span := d.tracer.Start(ctx, d.spanNam, startOpts...)
+	if ts != nil && !ts.sampled && span.IsRecording() {
+		for i := range ts.recs {
+			span.AddLink(ts.recs[i].link())
+		}
+	}
 	if queued {
 		tap.reconciling(r, span.SpanContext()) // until the worker marks r done
 	}

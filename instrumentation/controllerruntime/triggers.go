@@ -79,27 +79,66 @@ var requeueLinkAttrs = [numTriggerEvents][]attribute.KeyValue{
 	evRequeueAfter: {semconv.TriggerEventRequeueAfter},
 }
 
+// trig is one trigger as recorded: plain fields, no allocation. Its span link, and the link's
+// attributes, are built only for a reconcile span that records it.
+type trig struct {
+	ev           triggerEvent
+	watch        *watchTrigger // nil for a requeue
+	ns, name, rv string
+	gen          int64
+	sc           trace.SpanContext // the writer's (a watch event) or the previous reconcile's (a requeue)
+}
+
+// link is the trigger's span link: its attributes name the event, the watch and the object;
+// its span context is the writer's (the KEP-5915 annotation) when the object had one, so that
+// the reconcile links to the span that wrote it, or the previous reconcile's for a requeue.
+func (t *trig) link() trace.Link {
+	if t.watch == nil {
+		return trace.Link{SpanContext: t.sc, Attributes: requeueLinkAttrs[t.ev]}
+	}
+	return trace.Link{SpanContext: t.sc, Attributes: []attribute.KeyValue{
+		triggerEventAttrs[t.ev], t.watch.watch,
+		semconv.TriggerObjectGroup(t.watch.gk.Group), semconv.TriggerObjectKind(t.watch.gk.Kind),
+		semconv.TriggerObjectNamespace(t.ns), semconv.TriggerObjectName(t.name),
+		semconv.TriggerObjectResourceVersion(t.rv), semconv.TriggerObjectGeneration(int(t.gen)),
+	}}
+}
+
 // triggers is what the queue coalesced into one request since a worker last took it.
 type triggers struct {
 	first triggerEvent
 	count int
-	links []trace.Link // at most maxTriggerLinks
-	one   [1]trace.Link
+	// sampled: some trigger's span context is sampled, so the links go to the sampler at the
+	// span's start (a sampler can then keep a chain whole); otherwise they are added only to a
+	// span that records, and an unsampled reconcile pays nothing for them.
+	sampled bool
+	recs    []trig // at most maxTriggerLinks
+	one     [1]trig
 }
 
-func (ts *triggers) add(ev triggerEvent, l trace.Link) {
+func (ts *triggers) add(t trig) {
 	if ts.count == 0 {
-		ts.first = ev
-		ts.links = ts.one[:0]
+		ts.first = t.ev
+		ts.recs = ts.one[:0]
 	}
 	ts.count++
-	if len(ts.links) < maxTriggerLinks {
-		ts.links = append(ts.links, l)
+	ts.sampled = ts.sampled || t.sc.IsSampled()
+	if len(ts.recs) < maxTriggerLinks {
+		ts.recs = append(ts.recs, t)
 	}
 }
 
-// trigger records that item was added for ev, with l as its link.
-func (t *queueTap[req]) trigger(item req, ev triggerEvent, l trace.Link) {
+// links builds the span links of the recorded triggers.
+func (ts *triggers) links() []trace.Link {
+	out := make([]trace.Link, len(ts.recs))
+	for i := range ts.recs {
+		out[i] = ts.recs[i].link()
+	}
+	return out
+}
+
+// trigger records that item was added for tr.
+func (t *queueTap[req]) trigger(item req, tr trig) {
 	t.mu.Lock()
 	ts := t.trig[item]
 	if ts == nil {
@@ -110,7 +149,7 @@ func (t *queueTap[req]) trigger(item req, ev triggerEvent, l trace.Link) {
 		ts = &triggers{}
 		t.trig[item] = ts
 	}
-	ts.add(ev, l)
+	ts.add(tr)
 	t.mu.Unlock()
 }
 
@@ -122,7 +161,7 @@ func (t *queueTap[req]) requeued(item req, ev triggerEvent) {
 	sc, ok := t.running[item]
 	t.mu.Unlock()
 	if ok {
-		t.trigger(item, ev, trace.Link{SpanContext: sc, Attributes: requeueLinkAttrs[ev]})
+		t.trigger(item, trig{ev: ev, sc: sc})
 	}
 }
 
@@ -133,36 +172,26 @@ func (t *queueTap[req]) reconciling(item req, sc trace.SpanContext) {
 	t.mu.Unlock()
 }
 
-// watchTrigger describes one watch of a controller: which kind it watches and how it was
-// declared. It builds the link of each event.
+// watchTrigger is one watch of a controller: the kind it watches and how it was declared.
 type watchTrigger struct {
 	watch attribute.KeyValue
 	gk    schema.GroupKind
 }
 
-// link is the span link of an event about obj: its attributes name the event, the watch and
-// the object; its span context is the writer's (the KEP-5915 annotation), when the object has
-// one, so that the reconcile links to the span that wrote it.
-func (w *watchTrigger) link(ev triggerEvent, obj client.Object) trace.Link {
-	attrs := make([]attribute.KeyValue, 0, 8)
-	attrs = append(attrs,
-		triggerEventAttrs[ev], w.watch,
-		semconv.TriggerObjectGroup(w.gk.Group), semconv.TriggerObjectKind(w.gk.Kind),
-		semconv.TriggerObjectNamespace(obj.GetNamespace()), semconv.TriggerObjectName(obj.GetName()),
-		semconv.TriggerObjectResourceVersion(obj.GetResourceVersion()), semconv.TriggerObjectGeneration(int(obj.GetGeneration())))
-	return trace.Link{SpanContext: writerSpanContext(obj), Attributes: attrs}
+// trigger is the record of an event about obj seen by this watch.
+func (w *watchTrigger) trigger(ev triggerEvent, obj client.Object) trig {
+	return trig{ev: ev, watch: w, ns: obj.GetNamespace(), name: obj.GetName(), rv: obj.GetResourceVersion(), gen: obj.GetGeneration(), sc: writerSpanContext(obj)}
 }
 
 // writerSpanContext is the span context in obj's tracing.k8s.io/traceparent annotation (with
 // its tracestate), or an invalid one.
 func writerSpanContext(obj client.Object) trace.SpanContext {
-	ann := obj.GetAnnotations()
-	tp := ann[TraceparentAnnotation]
-	if tp == "" {
+	tp, ok := obj.GetAnnotations()[TraceparentAnnotation]
+	if !ok {
 		return trace.SpanContext{}
 	}
 	carrier := propagation.MapCarrier{"traceparent": tp}
-	if ts := ann[TracestateAnnotation]; ts != "" {
+	if ts := obj.GetAnnotations()[TracestateAnnotation]; ts != "" {
 		carrier["tracestate"] = ts
 	}
 	return trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), carrier))
@@ -178,79 +207,76 @@ func updateEvent(oldObj, newObj client.Object) triggerEvent {
 
 // keyedTrigger is the predicate of a For or Owns watch: it passes every event (it is appended
 // after the watch's own predicates, so it only sees events that pass them) and records a
-// trigger for each request the builder's handler will add for it.
+// trigger for each request the builder's handler adds for it: EnqueueRequestForObject's
+// (owner nil) or EnqueueRequestForOwner's (owner set).
 type keyedTrigger struct {
 	watchTrigger
-	// ownerKeys: an Owns watch, whose handler adds the owners of both objects of an update.
-	ownerKeys bool
-	// requests returns the requests the watch's handler adds for obj.
-	requests func(obj client.Object, add func(reconcile.Request))
-	record   func(reconcile.Request, triggerEvent, trace.Link)
+	owner      *ownerKind
+	everyOwner bool
+	record     func(reconcile.Request, trig)
 }
 
 var _ predicate.Predicate = (*keyedTrigger)(nil)
 
-func (k *keyedTrigger) on(ev triggerEvent, objs ...client.Object) bool {
-	for _, obj := range objs {
-		if obj == nil {
-			continue
-		}
-		l := k.link(ev, obj)
-		k.requests(obj, func(r reconcile.Request) { k.record(r, ev, l) })
+func (k *keyedTrigger) on(ev triggerEvent, obj client.Object) {
+	if obj == nil {
+		return
 	}
-	return true
+	if k.owner == nil {
+		k.record(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}}, k.trigger(ev, obj))
+		return
+	}
+	k.owner.requests(obj, k.everyOwner, func(r reconcile.Request) { k.record(r, k.trigger(ev, obj)) })
 }
 
-func (k *keyedTrigger) Create(e event.CreateEvent) bool { return k.on(evCreate, e.Object) }
-func (k *keyedTrigger) Delete(e event.DeleteEvent) bool { return k.on(evDelete, e.Object) }
+func (k *keyedTrigger) Create(e event.CreateEvent) bool { k.on(evCreate, e.Object); return true }
+func (k *keyedTrigger) Delete(e event.DeleteEvent) bool { k.on(evDelete, e.Object); return true }
 func (k *keyedTrigger) Generic(e event.GenericEvent) bool {
-	return k.on(evGeneric, e.Object)
+	k.on(evGeneric, e.Object)
+	return true
 }
 
 func (k *keyedTrigger) Update(e event.UpdateEvent) bool {
 	ev := updateEvent(e.ObjectOld, e.ObjectNew)
-	if k.ownerKeys {
+	switch {
+	case k.owner != nil:
 		// EnqueueRequestForOwner adds the owners of the old and of the new object.
-		return k.on(ev, e.ObjectOld, e.ObjectNew)
+		k.on(ev, e.ObjectOld)
+		k.on(ev, e.ObjectNew)
+	case e.ObjectNew != nil:
+		// EnqueueRequestForObject adds the new object (the old one only when there is no new).
+		k.on(ev, e.ObjectNew)
+	default:
+		k.on(ev, e.ObjectOld)
 	}
-	// EnqueueRequestForObject adds the new object (the old one only when there is no new).
-	if e.ObjectNew != nil {
-		return k.on(ev, e.ObjectNew)
-	}
-	return k.on(ev, e.ObjectOld)
+	return true
 }
 
-// objectRequest is EnqueueRequestForObject's request for obj.
-func objectRequest(obj client.Object, add func(reconcile.Request)) {
-	add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}})
-}
-
-// ownerRequests returns EnqueueRequestForOwner's requests for an object: its owners of kind
-// owner (only the controller owner unless every owner counts), in the object's namespace when
-// the owner kind is namespaced.
-func ownerRequests(owner *ownerKind, everyOwner bool) func(client.Object, func(reconcile.Request)) {
-	return func(obj client.Object, add func(reconcile.Request)) {
-		gk, ok := owner.groupKind()
-		if !ok {
-			return
+// requests calls add with EnqueueRequestForOwner's requests for obj: its owners of this kind
+// (only the controller owner unless every owner counts), in obj's namespace when the kind is
+// namespaced. The owners of both objects of an update are added once each by the handler's
+// set; recorded twice here, they are two triggers of the same reconcile.
+func (o *ownerKind) requests(obj client.Object, everyOwner bool, add func(reconcile.Request)) {
+	gk, ok := o.groupKind()
+	if !ok {
+		return
+	}
+	for _, ref := range obj.GetOwnerReferences() {
+		if ref.Kind != gk.Kind || (!everyOwner && (ref.Controller == nil || !*ref.Controller)) {
+			continue
 		}
-		for _, ref := range obj.GetOwnerReferences() {
-			if ref.Kind != gk.Kind || (!everyOwner && (ref.Controller == nil || !*ref.Controller)) {
-				continue
-			}
-			group, _, _ := strings.Cut(ref.APIVersion, "/")
-			if !strings.Contains(ref.APIVersion, "/") {
-				group = "" // the core group's apiVersion is just "v1"
-			}
-			if group != gk.Group {
-				continue
-			}
-			r := reconcile.Request{NamespacedName: types.NamespacedName{Name: ref.Name}}
-			if owner.namespaced() {
-				r.Namespace = obj.GetNamespace()
-			}
-			add(r)
+		group, _, found := strings.Cut(ref.APIVersion, "/")
+		if !found {
+			group = "" // the core group's apiVersion is just "v1"
 		}
+		if group != gk.Group {
+			continue
+		}
+		r := reconcile.Request{NamespacedName: types.NamespacedName{Name: ref.Name}}
+		if o.namespaced() {
+			r.Namespace = obj.GetNamespace()
+		}
+		add(r)
 	}
 }
 
@@ -304,7 +330,7 @@ func (h *triggerHandler[req]) queue(q workqueue.TypedRateLimitingInterface[req],
 	if tap == nil || obj == nil {
 		return q
 	}
-	rq := recordingQueue[req]{TypedRateLimitingInterface: q, tap: tap, ev: ev, link: h.watchTrigger.link(ev, obj)}
+	rq := recordingQueue[req]{TypedRateLimitingInterface: q, tap: tap, tr: h.watchTrigger.trigger(ev, obj)}
 	if pq, ok := q.(priorityqueue.PriorityQueue[req]); ok {
 		return &recordingPriorityQueue[req]{recordingQueue: rq, pq: pq}
 	}
@@ -334,23 +360,22 @@ func (h *triggerHandler[req]) Generic(ctx context.Context, e event.TypedGenericE
 // recordingQueue is the controller's queue as one event's handler sees it.
 type recordingQueue[req comparable] struct {
 	workqueue.TypedRateLimitingInterface[req]
-	tap  *queueTap[req]
-	ev   triggerEvent
-	link trace.Link
+	tap *queueTap[req]
+	tr  trig
 }
 
 func (q *recordingQueue[req]) Add(item req) {
-	q.tap.trigger(item, q.ev, q.link)
+	q.tap.trigger(item, q.tr)
 	q.TypedRateLimitingInterface.Add(item)
 }
 
 func (q *recordingQueue[req]) AddAfter(item req, d time.Duration) {
-	q.tap.trigger(item, q.ev, q.link)
+	q.tap.trigger(item, q.tr)
 	q.TypedRateLimitingInterface.AddAfter(item, d)
 }
 
 func (q *recordingQueue[req]) AddRateLimited(item req) {
-	q.tap.trigger(item, q.ev, q.link)
+	q.tap.trigger(item, q.tr)
 	q.TypedRateLimitingInterface.AddRateLimited(item)
 }
 
@@ -361,7 +386,7 @@ type recordingPriorityQueue[req comparable] struct {
 
 func (q *recordingPriorityQueue[req]) AddWithOpts(o priorityqueue.AddOpts, items ...req) {
 	for _, it := range items {
-		q.tap.trigger(it, q.ev, q.link)
+		q.tap.trigger(it, q.tr)
 	}
 	q.pq.AddWithOpts(o, items...)
 }

@@ -50,9 +50,8 @@ func newTriggerRig(t *testing.T) *triggerRig {
 	}), cfg, widgetKind, rig.link, nil)
 	rig.forP = &keyedTrigger{
 		watchTrigger: watchTrigger{watch: semconv.TriggerWatchFor, gk: widgetKind},
-		requests:     objectRequest,
-		record: func(r reconcile.Request, ev triggerEvent, l trace.Link) {
-			rig.link.tap.Load().trigger(r, ev, l)
+		record: func(r reconcile.Request, t trig) {
+			rig.link.tap.Load().trigger(r, t)
 		},
 	}
 	rig.queue = rig.link.tap.Load
@@ -268,20 +267,20 @@ func TestOwnerRequestsAreTheHandlersRequests(t *testing.T) {
 		{APIVersion: "other.example.com/v1", Kind: "Widget", Name: "elsewhere", Controller: ptr.To(true)},
 		{APIVersion: "v1", Kind: "ConfigMap", Name: "cm", Controller: ptr.To(true)},
 	}}}
-	collect := func(f func(client.Object, func(reconcile.Request))) []string {
+	collect := func(o *ownerKind, every bool) []string {
 		var out []string
-		f(obj, func(r reconcile.Request) { out = append(out, r.String()) })
+		o.requests(obj, every, func(r reconcile.Request) { out = append(out, r.String()) })
 		return out
 	}
-	if got := collect(ownerRequests(owner, false)); fmt.Sprint(got) != "[ns/boss]" {
+	if got := collect(owner, false); fmt.Sprint(got) != "[ns/boss]" {
 		t.Errorf("controller owner only: %v, want [ns/boss]", got)
 	}
-	if got := collect(ownerRequests(owner, true)); fmt.Sprint(got) != "[ns/boss ns/other]" {
+	if got := collect(owner, true); fmt.Sprint(got) != "[ns/boss ns/other]" {
 		t.Errorf("every owner: %v, want [ns/boss ns/other]", got)
 	}
 	core := &ownerKind{scope: func(schema.GroupKind) (bool, error) { return false, nil }}
 	core.gk.Store(&schema.GroupKind{Kind: "ConfigMap"})
-	if got := collect(ownerRequests(core, false)); fmt.Sprint(got) != "[/cm]" {
+	if got := collect(core, false); fmt.Sprint(got) != "[/cm]" {
 		t.Errorf("a cluster-scoped core owner: %v, want [/cm] (no namespace)", got)
 	}
 }
