@@ -108,8 +108,9 @@ type config struct {
 	promRegistererSet bool
 	scopeLabels       bool
 
-	noGlobal        bool
-	shutdownTimeout time.Duration
+	noGlobal         bool
+	noLinkedSampling bool
+	shutdownTimeout  time.Duration
 	logger          *logr.Logger
 
 	spanExporter   sdktrace.SpanExporter
@@ -343,6 +344,9 @@ func newSettings(getenv func(string) string, opts []Option) (*settings, error) {
 	if s.sampler == nil {
 		s.sampler, err = samplerFromEnv(env(envTracesSampler), env(envTracesSamplerArg))
 		collect(err)
+	}
+	if s.sampler != nil && !c.noLinkedSampling {
+		s.sampler = SampleLinked(s.sampler)
 	}
 	for _, name := range spanLimitVariables {
 		_, err := envInt(env, name, 0, 0)

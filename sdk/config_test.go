@@ -52,7 +52,7 @@ func TestDefaults(t *testing.T) {
 	if s.traces.protocol != protocolHTTPProtobuf || s.metrics.protocol != protocolHTTPProtobuf {
 		t.Errorf("protocols = %q, %q; want http/protobuf", s.traces.protocol, s.metrics.protocol)
 	}
-	if got, want := s.sampler.Description(), sdktrace.ParentBased(sdktrace.AlwaysSample()).Description(); got != want {
+	if got, want := s.sampler.Description(), SampleLinked(sdktrace.ParentBased(sdktrace.AlwaysSample())).Description(); got != want {
 		t.Errorf("sampler = %s; want %s", got, want)
 	}
 	if s.metricInterval != 10*time.Second {
@@ -113,7 +113,7 @@ func TestSamplerFromEnv(t *testing.T) {
 		{"ParentBased_TraceIDRatio", "1", sdktrace.ParentBased(sdktrace.TraceIDRatioBased(1))},
 	} {
 		s := mustSettings(t, envMap(envTracesSampler, tc.name, envTracesSamplerArg, tc.arg))
-		if got, want := s.sampler.Description(), tc.want.Description(); got != want {
+		if got, want := s.sampler.Description(), SampleLinked(tc.want).Description(); got != want {
 			t.Errorf("%s=%q %s=%q: sampler %s; want %s", envTracesSampler, tc.name, envTracesSamplerArg, tc.arg, got, want)
 		}
 	}
