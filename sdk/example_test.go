@@ -15,7 +15,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	ctrl "sigs.k8s.io/controller-runtime"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -279,3 +281,16 @@ func (discard) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggregation {
 func (discard) Export(context.Context, *metricdata.ResourceMetrics) error { return nil }
 func (discard) ForceFlush(context.Context) error                          { return nil }
 func (discard) Shutdown(context.Context) error                            { return nil }
+
+// An operator that sets up its own tracer provider (not sdk.Start) keeps chains of linked
+// reconciles whole under a ratio by wrapping its sampler.
+func ExampleSampleLinked() {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdk.SampleLinked(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01)))))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+
+	writer := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled, Remote: true})
+	_, span := tp.Tracer("example").Start(context.Background(), "reconcile workload", trace.WithLinks(trace.Link{SpanContext: writer}))
+	defer span.End()
+	fmt.Println("sampled:", span.SpanContext().IsSampled())
+	// Output: sampled: true
+}
