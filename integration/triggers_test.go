@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,6 +97,19 @@ func TestReconcileLinksToItsTriggers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A second controller, of the Secrets the first one writes: its reconcile links to the
+	// first one's reconcile through the annotation that write carried.
+	const reader = "secret-reader"
+	err = otelctrl.NewControllerManagedBy(mgr, opts...).
+		For(&corev1.Secret{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return strings.HasSuffix(o.GetName(), "-owned") }))).
+		Named(reader).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			var s corev1.Secret
+			return reconcile.Result{}, client.IgnoreNotFound(mgr.GetClient().Get(ctx, req.NamespacedName, &s))
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	mgrCtx, stopMgr := context.WithCancel(ctx)
@@ -175,6 +189,34 @@ func TestReconcileLinksToItsTriggers(t *testing.T) {
 		return is(l, "watchtower.trigger.watch", "owns", "watchtower.trigger.object.kind", "Secret", "watchtower.trigger.object.name", "written-owned", "watchtower.trigger.event", "create")
 	})
 
+	// 2b. The Secret's own controller: its reconcile links to the reconcile that created the
+	// Secret (the writer), and that one to the test's span that created the ConfigMap: a chain.
+	var creator sdktrace.ReadOnlySpan
+	for _, s := range reconciles("written") {
+		if hasChild(spans.Ended(), s, "create Secret") {
+			creator = s
+		}
+	}
+	if creator == nil {
+		t.Fatal("no reconcile of written created its Secret")
+	}
+	var readerSpan sdktrace.ReadOnlySpan
+	for readerSpan == nil && ctx.Err() == nil {
+		for _, s := range spans.Ended() {
+			if s.Name() == "reconcile "+reader && attr(s, semconv.ObjectNameKey) == "written-owned" && len(s.Links()) > 0 &&
+				linkValue(s.Links()[0], semconv.TriggerEventKey) == "create" {
+				readerSpan = s
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if readerSpan == nil {
+		t.Fatal("the Secret's controller never reconciled written-owned")
+	}
+	if l := readerSpan.Links()[0]; l.SpanContext.SpanID() != creator.SpanContext().SpanID() || l.SpanContext.TraceID() != creator.SpanContext().TraceID() {
+		t.Errorf("the Secret's reconcile links to %v, want the reconcile that wrote the Secret %v (%s)", l.SpanContext, creator.SpanContext(), linkSummaries(readerSpan))
+	}
+
 	// 3. A Namespace event through Watches' own handler.
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "poker", Labels: map[string]string{"poke": "written"}}}
 	if err := kube.Client.Create(ctx, ns); err != nil {
@@ -249,7 +291,15 @@ func TestReconcileLinksToItsTriggers(t *testing.T) {
 	if attr(retry, semconv.TriggerEventKey) != "requeue" {
 		t.Errorf("the retry's trigger.event = %q, want requeue", attr(retry, semconv.TriggerEventKey))
 	}
-	t.Logf("triggers: %d reconcile spans; the coalescing one: %v", len(spans.Ended()), linkSummaries(s))
+	// No loop: the annotation changes only with a write that happens anyway, so once the
+	// objects are reconciled, nothing reconciles them again.
+	settled := func() int { return len(reconciles("written")) + len(reconciles("held")) + len(reconciles("flaky")) }
+	before := settled()
+	time.Sleep(3 * time.Second)
+	if after := settled(); after != before {
+		t.Errorf("%d more reconciles of settled objects in 3 s: the annotation causes a loop", after-before)
+	}
+	t.Logf("triggers: %d spans; the coalescing reconcile: %v; the Secret's reconcile: %v", len(spans.Ended()), linkSummaries(s), linkSummaries(readerSpan))
 }
 
 func linkValue(l sdktrace.Link, key attribute.Key) string {

@@ -131,18 +131,21 @@ func (c *tracedClient) List(ctx context.Context, list client.ObjectList, opts ..
 }
 
 func (c *tracedClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	c.t.annotate(ctx, obj)
 	ctx, call := c.t.start(ctx, verbCreate, "", obj, obj.GetNamespace(), obj.GetName())
 	err := c.Client.Create(ctx, obj, opts...)
 	return c.t.end(ctx, call, err)
 }
 
 func (c *tracedClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	c.t.annotate(ctx, obj)
 	ctx, call := c.t.start(ctx, verbUpdate, "", obj, obj.GetNamespace(), obj.GetName())
 	err := c.Client.Update(ctx, obj, opts...)
 	return c.t.end(ctx, call, err)
 }
 
 func (c *tracedClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	c.t.annotate(ctx, obj)
 	ctx, call := c.t.start(ctx, verbPatch, "", obj, obj.GetNamespace(), obj.GetName())
 	err := c.Client.Patch(ctx, obj, patch, opts...)
 	return c.t.end(ctx, call, err)

@@ -25,10 +25,12 @@ type config struct {
 	apiSpansOutsideReconcile bool
 	// logCorrelation adds trace_id and span_id to the reconcile context's logger.
 	logCorrelation bool
+	// writerAnnotation sets tracing.k8s.io/traceparent on the objects the client writes.
+	writerAnnotation bool
 }
 
 func newConfig(opts []Option) config {
-	c := config{logCorrelation: true}
+	c := config{logCorrelation: true, writerAnnotation: true}
 	for _, o := range opts {
 		o.apply(&c)
 	}
@@ -72,4 +74,12 @@ func WithAPISpansOutsideReconcile() Option {
 // the reconcile context.
 func WithoutLogCorrelation() Option {
 	return optionFunc(func(c *config) { c.logCorrelation = false })
+}
+
+// WithoutTraceparentAnnotation stops the client from writing the tracing.k8s.io/traceparent and
+// tracing.k8s.io/tracestate annotations (KEP-5915) on the objects it creates, updates and
+// patches. The annotations cost about 70 bytes per written object; without them, a reconcile
+// of what this operator wrote no longer links to the write (docs/causality.md).
+func WithoutTraceparentAnnotation() Option {
+	return optionFunc(func(c *config) { c.writerAnnotation = false })
 }

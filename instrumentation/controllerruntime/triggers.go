@@ -2,6 +2,7 @@ package otelctrl
 
 import (
 	"context"
+	"encoding/hex"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -237,6 +239,9 @@ func (k *keyedTrigger) Generic(e event.GenericEvent) bool {
 }
 
 func (k *keyedTrigger) Update(e event.UpdateEvent) bool {
+	if onlyWriterAnnotationChanged(e.ObjectOld, e.ObjectNew) {
+		return false
+	}
 	ev := updateEvent(e.ObjectOld, e.ObjectNew)
 	switch {
 	case k.owner != nil:
@@ -342,6 +347,9 @@ func (h *triggerHandler[req]) Create(ctx context.Context, e event.TypedCreateEve
 }
 
 func (h *triggerHandler[req]) Update(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[req]) {
+	if onlyWriterAnnotationChanged(e.ObjectOld, e.ObjectNew) {
+		return
+	}
 	obj := e.ObjectNew
 	if obj == nil {
 		obj = e.ObjectOld
@@ -393,4 +401,78 @@ func (q *recordingPriorityQueue[req]) AddWithOpts(o priorityqueue.AddOpts, items
 
 func (q *recordingPriorityQueue[req]) GetWithPriority() (req, int, bool) {
 	return q.pq.GetWithPriority()
+}
+
+// annotate writes, on an object about to be created, updated or patched, the span context of
+// the caller (the reconcile, or the caller's own span) as tracing.k8s.io/traceparent, with its
+// tracestate, so that whoever reconciles the object because of this write links to it. It is
+// part of the same write: no extra API call, and no change where the write does not happen
+// (CreateOrUpdate compares before it writes, so an unchanged object is not written for a new
+// annotation, and no reconcile loop can come of it). Status writes go through the status
+// subresource and never carry it. The trace flags say whether the writer's trace is sampled.
+func (t *callTracer) annotate(ctx context.Context, obj client.Object) {
+	if !t.cfg.writerAnnotation {
+		return
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return
+	}
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = make(map[string]string, 2)
+	}
+	ann[TraceparentAnnotation] = traceparent(sc)
+	if ts := sc.TraceState().String(); ts != "" {
+		ann[TracestateAnnotation] = ts
+	} else {
+		delete(ann, TracestateAnnotation) // an earlier writer's, which would not match
+	}
+	obj.SetAnnotations(ann)
+}
+
+// traceparent is the W3C traceparent of sc, version 00.
+func traceparent(sc trace.SpanContext) string {
+	var b [55]byte
+	tid, sid := sc.TraceID(), sc.SpanID()
+	copy(b[:], "00-")
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags())})
+	return string(b[:])
+}
+
+// onlyWriterAnnotationChanged reports an update whose only change is the writer annotations
+// (and the resourceVersion and managedFields that come with any write). Such an update is
+// dropped by every watch of an instrumented controller: an operator that writes an object
+// unconditionally (a no-op update the API server would not even store) makes a real change
+// once the annotation is on the write, and without this its own watch would reconcile again,
+// and write again, forever. The deep comparison runs only when the annotation changed.
+func onlyWriterAnnotationChanged(oldObj, newObj client.Object) bool {
+	if oldObj == nil || newObj == nil || oldObj.GetResourceVersion() == newObj.GetResourceVersion() {
+		return false
+	}
+	oa, na := oldObj.GetAnnotations(), newObj.GetAnnotations()
+	if oa[TraceparentAnnotation] == na[TraceparentAnnotation] && oa[TracestateAnnotation] == na[TracestateAnnotation] {
+		return false
+	}
+	o, ok1 := oldObj.DeepCopyObject().(client.Object)
+	n, ok2 := newObj.DeepCopyObject().(client.Object)
+	if !ok1 || !ok2 {
+		return false
+	}
+	for _, x := range []client.Object{o, n} {
+		x.SetResourceVersion("")
+		x.SetManagedFields(nil)
+		if a := x.GetAnnotations(); a != nil {
+			delete(a, TraceparentAnnotation)
+			delete(a, TracestateAnnotation)
+			if len(a) == 0 {
+				x.SetAnnotations(nil)
+			}
+		}
+	}
+	return equality.Semantic.DeepEqual(o, n)
 }

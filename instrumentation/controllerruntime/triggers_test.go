@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -305,5 +306,106 @@ func TestWatchesHandlerRecordsEveryRequestItAdds(t *testing.T) {
 			linkAttr(l, semconv.TriggerObjectNameKey).AsString() != "s" || linkAttr(l, semconv.TriggerEventKey).AsString() != "create" {
 			t.Errorf("the link must name the Watches event: %v", l.Attributes)
 		}
+	}
+}
+
+func TestWritesCarryTheWritersSpan(t *testing.T) {
+	tt := newTestTelemetry(t)
+	inner := fake.NewClientBuilder().WithStatusSubresource(&corev1.Pod{}).Build()
+	c := testClient(inner, false, tt.opts...)
+	tracer := otelTracer(tt)
+	ctx, span := tracer.Start(context.Background(), "reconcile widget")
+	defer span.End()
+	want := fmt.Sprintf("00-%s-%s-01", span.SpanContext().TraceID(), span.SpanContext().SpanID())
+
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "child", Annotations: map[string]string{TracestateAnnotation: "stale=1"}}}
+	if err := c.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	var got corev1.ConfigMap
+	if err := inner.Get(ctx, client.ObjectKeyFromObject(cm), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Annotations[TraceparentAnnotation] != want {
+		t.Errorf("created with %s=%q, want the writer's %q", TraceparentAnnotation, got.Annotations[TraceparentAnnotation], want)
+	}
+	if _, ok := got.Annotations[TracestateAnnotation]; ok {
+		t.Errorf("an earlier writer's tracestate must go with its traceparent: %v", got.Annotations)
+	}
+	if sc := writerSpanContext(&got); sc.SpanID() != span.SpanContext().SpanID() || !sc.IsSampled() {
+		t.Errorf("the annotation does not read back as the writer's span: %v", sc)
+	}
+
+	// A patch in another reconcile carries that reconcile's span, in the same request.
+	ctx2, span2 := tracer.Start(context.Background(), "reconcile widget")
+	base := got.DeepCopy()
+	got.Data = map[string]string{"k": "v"}
+	if err := c.Patch(ctx2, &got, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	span2.End()
+	var patched corev1.ConfigMap
+	_ = inner.Get(ctx, client.ObjectKeyFromObject(cm), &patched)
+	if sc := writerSpanContext(&patched); sc.SpanID() != span2.SpanContext().SpanID() {
+		t.Errorf("after the patch the annotation is %q, want the patching reconcile's span %v", patched.Annotations[TraceparentAnnotation], span2.SpanContext().SpanID())
+	}
+
+	// Status writes never carry it; nor do writes outside any span, nor with the option off.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}}
+	if err := inner.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := c.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	_ = inner.Get(ctx, client.ObjectKeyFromObject(pod), pod)
+	if _, ok := pod.Annotations[TraceparentAnnotation]; ok {
+		t.Errorf("a status write set %s", TraceparentAnnotation)
+	}
+	plain := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "untraced"}}
+	if err := c.Create(context.Background(), plain); err != nil {
+		t.Fatal(err)
+	}
+	off := testClient(inner, false, append(tt.opts, WithoutTraceparentAnnotation())...)
+	optedOut := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "opted-out"}}
+	if err := off.Create(ctx, optedOut); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []*corev1.ConfigMap{plain, optedOut} {
+		if _, ok := o.Annotations[TraceparentAnnotation]; ok {
+			t.Errorf("%s got %s", o.Name, TraceparentAnnotation)
+		}
+	}
+}
+
+func otelTracer(tt *testTelemetry) trace.Tracer {
+	return newConfig(tt.opts).tracerProvider.Tracer("test")
+}
+
+func TestAnUpdateOfTheWriterAnnotationAloneTriggersNothing(t *testing.T) {
+	old := widget("d", "1", 1, map[string]string{TraceparentAnnotation: "00-0102030405060708090a0b0c0d0e0f10-0102030405060708-01", "keep": "me"})
+	old.Data = map[string]string{"k": "v"}
+	annotationOnly := old.DeepCopy()
+	annotationOnly.ResourceVersion = "2"
+	annotationOnly.Annotations[TraceparentAnnotation] = "00-1102030405060708090a0b0c0d0e0f10-1102030405060708-01"
+	realChange := annotationOnly.DeepCopy()
+	realChange.Data["k"] = "changed"
+	rig := newTriggerRig(t)
+	for _, tc := range []struct {
+		name     string
+		new      *corev1.ConfigMap
+		triggers bool
+	}{
+		{"the writer annotation alone", annotationOnly, false},
+		{"the annotation and the data", realChange, true},
+		{"a resync", old.DeepCopy(), true},
+	} {
+		if got := rig.forP.Update(event.UpdateEvent{ObjectOld: old, ObjectNew: tc.new}); got != tc.triggers {
+			t.Errorf("%s: the For watch passes it = %v, want %v", tc.name, got, tc.triggers)
+		}
+	}
+	if old.Annotations[TraceparentAnnotation] == "" || annotationOnly.ResourceVersion != "2" {
+		t.Error("the comparison must not change the objects of the event (the informer's cache)")
 	}
 }
