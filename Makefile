@@ -15,8 +15,10 @@ TOOLS_DIR := $(shell hack/tools.sh --dir)
 export WATCHTOWER_TOOLS_DIR := $(TOOLS_DIR)
 STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
+# The project's own collector components (builder-config.yaml), each its own module.
+COLLECTOR_MODULES := collector/extension/kafkatopicscheckextension
 # Every Go module of the repository.
-MODULES := . integration deploy/dashboards/gen hack/images
+MODULES := . integration deploy/dashboards/gen hack/images $(COLLECTOR_MODULES)
 # otelcol-watchtower is linted by otelcol-lint, with the build tags it is built with (mk/otelcol.mk).
 
 GO_TEST_FLAGS ?=
@@ -65,6 +67,7 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 	@mkdir -p $(TEST_OUTPUT)
 	cd integration && go test -race -count=1 $(ARTIFACTS) $(GO_TEST_FLAGS) ./harness/... ./cmd/...
 	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
+	@for m in $(COLLECTOR_MODULES); do echo "test-unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-integration
 # The tests run the images on this machine's node only: build them for its architecture (a cold

@@ -20,7 +20,10 @@
 # served by the module proxy here, so tidy fails. We run the builder with GOFLAGS=-e, which turns
 # that into `go mod tidy -e` (tidy keeps going past modules it cannot fetch), and then fail
 # ourselves if any module other than those two could not be fetched. The builder compiles
-# nothing (--skip-compilation): `build` compiles, with the project's flags.
+# nothing (--skip-compilation): `build` compiles, with the project's flags. The project's own
+# components (collector/, `path:` in the manifest) get a replace directive that the builder
+# writes relative to the scratch directory it generates in; relocate_replaces makes it relative
+# to otelcol-watchtower/, as a builder run from the repository root would write it.
 #
 # Environment: OTELCOL_VERSION overrides the injected version (default: from git, see version);
 # OTELCOL_MANIFEST and OTELCOL_DIR replace builder-config.yaml and otelcol-watchtower/ (the
@@ -84,6 +87,26 @@ generate_into() {
   for f in "${generated[@]}"; do
     [ -f "$out/$f" ] || die "the builder did not write $f"
   done
+  relocate_replaces "$out"
+}
+
+# relocate_replaces DIR: the builder writes a local module's replace directive (a component with
+# `path:` in the manifest, e.g. collector/extension/...) relative to where it generated, DIR, a
+# scratch directory; rewrite it relative to otelcol-watchtower/, where go.mod is used. Modules
+# and go.sum do not change: the directory is the same one.
+relocate_replaces() {
+  local out=$1 line abs rel
+  local re='^(replace[[:space:]].*=>[[:space:]]*)(\.\.?/[^[:space:]]*)[[:space:]]*$'
+  while IFS= read -r line || [ -n "$line" ]; do
+    if [[ $line =~ $re ]]; then
+      abs=$(realpath -m "$out/${BASH_REMATCH[2]}")
+      rel=$(realpath -m --relative-to="$dist" "$abs")
+      case $rel in ../* | ./*) ;; *) rel="./$rel" ;; esac
+      line="${BASH_REMATCH[1]}$rel"
+    fi
+    printf '%s\n' "$line"
+  done <"$out/go.mod" >"$out/go.mod.relocated"
+  mv "$out/go.mod.relocated" "$out/go.mod"
 }
 
 cmd_generate() {

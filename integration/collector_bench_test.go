@@ -25,13 +25,14 @@ func BenchmarkCollectorGatewayThroughput(b *testing.B) {
 	tools := harness.MustTools(b)
 	telemetrygen := tools.Path(b, "telemetrygen", "TELEMETRYGEN_VERSION", "telemetrygen")
 	kafka := harness.StartKafka(b)
-	const spansTopic = "watchtower-bench-spans"
+	const spansTopic, metricsTopic = "watchtower-bench-spans", "watchtower-bench-metrics"
 	kafka.CreateTopic(b, spansTopic, 6)
+	kafka.CreateTopic(b, metricsTopic, 1) // the gateway checks at start that its topics exist
 	sink := harness.NewOTLPSink(b)
 	gw := harness.StartCollector(b, "otelcol-gateway", "deploy/collector/gateway.yaml", map[string]string{
 		"WATCHTOWER_KAFKA_BROKERS":          kafka.Bootstrap,
 		"WATCHTOWER_KAFKA_SPANS_TOPIC":      spansTopic,
-		"WATCHTOWER_KAFKA_METRICS_TOPIC":    "watchtower-bench-metrics",
+		"WATCHTOWER_KAFKA_METRICS_TOPIC":    metricsTopic,
 		"WATCHTOWER_TRACES_ENDPOINT":        sink.Endpoint,
 		"WATCHTOWER_SAMPLING_DECISION_WAIT": "2s",
 		"WATCHTOWER_LOG_LEVEL":              "warn",

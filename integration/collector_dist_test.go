@@ -24,7 +24,7 @@ var colWantComponents = map[string][]string{
 	"processors": {"attributes", "filter", "k8s_attributes", "memory_limiter", "redaction", "resource", "tail_sampling", "transform"},
 	"connectors": {"forward", "span_metrics"},
 	"exporters":  {"debug", "kafka", "otlp_grpc", "otlp_http", "prometheus"},
-	"extensions": {"bearertokenauth", "file_storage", "health_check", "pprof", "zpages"},
+	"extensions": {"bearertokenauth", "file_storage", "health_check", "kafka_topics_check", "pprof", "zpages"},
 }
 
 // colRunScript runs hack/otelcol.sh with args and extra environment.
@@ -94,12 +94,16 @@ type colManifest struct {
 		Module    string `json:"module"`
 		BuildTags string `json:"build_tags"`
 	} `json:"dist"`
-	Receivers  []struct{ GoMod string } `json:"receivers"`
-	Processors []struct{ GoMod string } `json:"processors"`
-	Connectors []struct{ GoMod string } `json:"connectors"`
-	Exporters  []struct{ GoMod string } `json:"exporters"`
-	Extensions []struct{ GoMod string } `json:"extensions"`
+	Receivers  []colManifestModule `json:"receivers"`
+	Processors []colManifestModule `json:"processors"`
+	Connectors []colManifestModule `json:"connectors"`
+	Exporters  []colManifestModule `json:"exporters"`
+	Extensions []colManifestModule `json:"extensions"`
 }
+
+// colManifestModule is a component of the manifest: its module and version, and for the
+// project's own components (collector/) the local path.
+type colManifestModule struct{ GoMod, Path string }
 
 // colComponentsOutput is `otelcol-watchtower components`.
 type colComponentsOutput struct {
@@ -149,7 +153,7 @@ func TestCollectorComponentsMatchManifest(t *testing.T) {
 
 	kinds := []struct {
 		kind     string
-		manifest []struct{ GoMod string }
+		manifest []colManifestModule
 		binary   []colComponent
 	}{
 		{"receivers", manifest.Receivers, got.Receivers},
@@ -177,9 +181,17 @@ func TestCollectorComponentsMatchManifest(t *testing.T) {
 		if want := colWantComponents[k.kind]; !slices.Equal(gotNames, want) {
 			t.Errorf("%s: the binary registers %v, want exactly %v", k.kind, gotNames, want)
 		}
-		for _, m := range wantModules {
-			if !strings.HasSuffix(m, " v0.155.0") {
-				t.Errorf("%s: %q is not at the collector release v0.155.0", k.kind, m)
+		for _, m := range k.manifest {
+			// The project's own components (collector/) are local modules: v0.0.0 and a path.
+			if strings.HasPrefix(m.GoMod, "github.com/gowatchtower/watchtower/") {
+				mod, _, _ := strings.Cut(m.GoMod, " ")
+				if want := "./" + strings.TrimPrefix(mod, "github.com/gowatchtower/watchtower/"); !strings.HasSuffix(m.GoMod, " v0.0.0") || m.Path != want {
+					t.Errorf("%s: the project's own %q must be at v0.0.0 with path %s (it has path %q)", k.kind, m.GoMod, want, m.Path)
+				}
+				continue
+			}
+			if !strings.HasSuffix(m.GoMod, " v0.155.0") || m.Path != "" {
+				t.Errorf("%s: %q is not at the collector release v0.155.0 (path %q)", k.kind, m.GoMod, m.Path)
 			}
 		}
 		total += len(gotNames)
@@ -291,6 +303,10 @@ func TestCollectorConfigErrorsNameTheKey(t *testing.T) {
 			[]string{`"tail_sampling"`, `'policies[0].latency.threshold_ms' expected type 'int64'`}},
 		{"zero queue size", gateway, []string{"WATCHTOWER_KAFKA_QUEUE_SIZE=0"},
 			[]string{"exporters::kafka::sending_queue: `queue_size` must be positive"}},
+		{"bad topic check settings", gateway, []string{"WATCHTOWER_KAFKA_TOPICS_CHECK=maybe", "WATCHTOWER_KAFKA_TOPICS_CHECK_TIMEOUT=0s"},
+			[]string{"extensions::kafka_topics_check: `on_missing` must be \"fail\" or \"warn\", not \"maybe\"; `start_timeout` must be positive, not 0s"}},
+		{"a topic name Kafka refuses", gateway, []string{"WATCHTOWER_KAFKA_SPANS_TOPIC=otlp spans"},
+			[]string{"extensions::kafka_topics_check: `topics[0]` \"otlp spans\" is not a valid Kafka topic name"}},
 		{"unknown processor", unknown, nil,
 			[]string{`'processors' unknown type: "batch" for id: "batch"`}},
 		{"agent without its node name", filepath.Join(tools.RepoRoot, "deploy", "collector", "agent.yaml"), nil,

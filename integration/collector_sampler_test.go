@@ -24,6 +24,7 @@ func TestCollectorSamplerTier(t *testing.T) {
 	jaeger := harness.StartJaeger(t)
 	const spansTopic, partitions = "watchtower-sampler-spans", 6
 	kafka.CreateTopic(t, spansTopic, partitions)
+	kafka.CreateTopic(t, "watchtower-sampler-metrics", 1) // the gateway checks at start that its topics exist
 	group := colUniqueService("watchtower-samplers")
 
 	var samplers []*harness.Collector

@@ -17,13 +17,14 @@ func TestCollectorTelemetrygenSpansReachKafka(t *testing.T) {
 	tools := harness.MustTools(t)
 	telemetrygen := tools.Path(t, "telemetrygen", "TELEMETRYGEN_VERSION", "telemetrygen")
 	kafka := harness.StartKafka(t)
-	const spansTopic = "watchtower-telemetrygen-spans"
+	const spansTopic, metricsTopic = "watchtower-telemetrygen-spans", "watchtower-telemetrygen-metrics"
 	kafka.CreateTopic(t, spansTopic, 3)
-	sink := harness.NewOTLPSink(t) // the trace backend; this test is about Kafka
+	kafka.CreateTopic(t, metricsTopic, 1) // the gateway checks at start that its topics exist
+	sink := harness.NewOTLPSink(t)        // the trace backend; this test is about Kafka
 	gw := harness.StartCollector(t, "otelcol-gateway", "deploy/collector/gateway.yaml", map[string]string{
 		"WATCHTOWER_KAFKA_BROKERS":       kafka.Bootstrap,
 		"WATCHTOWER_KAFKA_SPANS_TOPIC":   spansTopic,
-		"WATCHTOWER_KAFKA_METRICS_TOPIC": "watchtower-telemetrygen-metrics",
+		"WATCHTOWER_KAFKA_METRICS_TOPIC": metricsTopic,
 		"WATCHTOWER_TRACES_ENDPOINT":     sink.Endpoint,
 	})
 

@@ -558,7 +558,7 @@ func checkResolvedConfig(ctx context.Context, t *testing.T, collector string, r 
 			expect(r+".auth.authenticator", "bearertokenauth/otlp")
 		}
 		expect("extensions.bearertokenauth/otlp.filename", "/etc/otelcol-watchtower/otlp-token/"+o.tokenKey)
-		expect("service.extensions", "[health_check file_storage/queue bearertokenauth/otlp]")
+		expect("service.extensions", "[health_check file_storage/queue kafka_topics_check bearertokenauth/otlp]")
 	case o != nil && tier == "agent":
 		// print-config leaves out a false insecure (omitempty).
 		if got := get("exporters.otlp_grpc/gateway.tls.insecure"); got == true {
@@ -572,13 +572,21 @@ func checkResolvedConfig(ctx context.Context, t *testing.T, collector string, r 
 		expect("service.extensions", "[health_check bearertokenauth/gateway]")
 	}
 
-	kafka := map[string]string{"gateway": "exporters.kafka", "sampler": "receivers.kafka"}[tier]
+	// The Kafka clients of the tier: the gateway's topic check at start connects as its
+	// exporter does, to the same brokers with the same TLS and SASL.
+	kafkaClients := map[string][]string{"gateway": {"exporters.kafka", "extensions.kafka_topics_check"}, "sampler": {"receivers.kafka"}}[tier]
 	switch tier {
 	case "gateway":
 		expect("exporters.prometheus.endpoint", fmt.Sprintf("0.0.0.0:%d", ports["metrics"]))
 		expect("exporters.kafka.traces.topic", "otlp_spans")
 		expect("exporters.kafka.metrics.topic", "otlp_metrics")
 		expect("exporters.kafka.client_id", "pod-0")
+		expect("extensions.kafka_topics_check.topics", "[otlp_spans otlp_metrics]")
+		expect("extensions.kafka_topics_check.client_id", "pod-0")
+		expect("extensions.kafka_topics_check.on_missing", "fail")
+		if !slices.Contains(strings.Fields(strings.Trim(fmt.Sprint(get("service.extensions")), "[]")), "kafka_topics_check") {
+			t.Errorf("%s: service.extensions %v does not run kafka_topics_check", name, get("service.extensions"))
+		}
 		expect("exporters.kafka.producer.compression", p.compression)
 		expect("exporters.kafka.producer.required_acks", p.requiredAcks)
 		// The persistent queue is on a volume (the root file system is read-only).
@@ -618,9 +626,16 @@ func checkResolvedConfig(ctx context.Context, t *testing.T, collector string, r 
 			t.Errorf("%s: the pod discovery is not limited to the node: %v", name, get("receivers.prometheus.config.scrape_configs"))
 		}
 	}
-	if kafka == "" {
-		return
+	for _, kafka := range kafkaClients {
+		checkKafkaClient(t, name, kafka, expect, get, c, spec, p)
 	}
+}
+
+// checkKafkaClient checks one Kafka client's resolved connection settings (kafka, e.g.
+// "exporters.kafka") against the profile: brokers, TLS files on the read-only Secret mount, SASL
+// credentials from the Secret.
+func checkKafkaClient(t *testing.T, name, kafka string, expect func(string, any), get func(string) any, c corev1.Container, spec corev1.PodSpec, p chartProfile) {
+	t.Helper()
 	expect(kafka+".brokers", p.brokers)
 	if p.tls != nil {
 		expect(kafka+".tls.ca_file", chartTLSDir+"/"+p.tls.ca)

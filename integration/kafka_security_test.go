@@ -21,9 +21,11 @@ import (
 // TestGatewayWritesToKafkaOverSASLSSL runs a real Apache Kafka with a SASL_SSL listener
 // (SCRAM-SHA-512 over TLS) and the gateway with the Kafka overlays the chart renders for
 // kafka.tls and kafka.sasl (taken from `helm template`, so what is tested is what a pod runs),
-// its credentials in the environment as the chart passes them from a Secret: the spans it
-// accepts are written to Kafka. A gateway with a wrong password is refused by the broker, says
-// so in its log without the password, and writes nothing.
+// its credentials in the environment as the chart passes them from a Secret: its topic check
+// at start (kafka_topics_check, given the same overlays) finds the topics, and the spans it
+// accepts are written to Kafka. A gateway with a wrong password still starts (its check only
+// warns), is refused by the broker, says so in its log without the password, and writes
+// nothing.
 func TestGatewayWritesToKafkaOverSASLSSL(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	ctx := ctxTimeout(t, 3*time.Minute)
@@ -130,6 +132,14 @@ func TestGatewayWritesToKafkaOverSASLSSL(t *testing.T) {
 		return false, fmt.Errorf("no SASL authentication failure in the log")
 	})
 	t.Logf("wrong password: %s", refusal)
+	// The topic check connected as the exporter does, over TLS with SCRAM-SHA-512; with the
+	// wrong password it could not, and said so without failing the start.
+	if !strings.Contains(good.Process().LogTail(1<<20), "Kafka topics exist") {
+		t.Errorf("the gateway's topic check did not find the topics over SASL_SSL")
+	}
+	if !strings.Contains(bad.Process().LogTail(1<<20), "Could not check that the Kafka topics exist") {
+		t.Errorf("the gateway with a wrong password does not say that its topic check could not connect")
+	}
 	for _, gw := range []*harness.Collector{good, bad} {
 		if log := gw.Process().LogTail(1 << 20); strings.Contains(log, password) || strings.Contains(log, wrongPassword) {
 			t.Errorf("%s logs a SASL password", gw.Process().Name())

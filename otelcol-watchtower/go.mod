@@ -5,6 +5,7 @@ module github.com/gowatchtower/watchtower/otelcol-watchtower
 go 1.25.0
 
 require (
+	github.com/gowatchtower/watchtower/collector/extension/kafkatopicscheckextension v0.0.0
 	github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector v0.155.0
 	github.com/open-telemetry/opentelemetry-collector-contrib/exporter/kafkaexporter v0.155.0
 	github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter v0.155.0
@@ -425,3 +426,5 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.2 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace github.com/gowatchtower/watchtower/collector/extension/kafkatopicscheckextension v0.0.0 => ../collector/extension/kafkatopicscheckextension

@@ -204,6 +204,12 @@ func (p *Process) Stop() error {
 	return p.stopErr
 }
 
+// ExitCode waits for the process to exit and returns its exit status (-1 when a signal ended it).
+func (p *Process) ExitCode() int {
+	<-p.done
+	return p.cmd.ProcessState.ExitCode()
+}
+
 // Killed reports whether the process ended by SIGKILL.
 func (p *Process) Killed() bool {
 	<-p.done
