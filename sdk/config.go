@@ -111,7 +111,7 @@ type config struct {
 	noGlobal         bool
 	noLinkedSampling bool
 	shutdownTimeout  time.Duration
-	logger          *logr.Logger
+	logger           *logr.Logger
 
 	spanExporter   sdktrace.SpanExporter
 	metricExporter sdkmetric.Exporter
