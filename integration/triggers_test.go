@@ -305,7 +305,7 @@ func TestReconcileLinksToItsTriggers(t *testing.T) {
 func linkValue(l sdktrace.Link, key attribute.Key) string {
 	for _, kv := range l.Attributes {
 		if kv.Key == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

@@ -398,6 +398,16 @@ const (
 	ReconcileActiveUnit           = "{reconcile}"
 	ReconcileActiveDescription    = "Number of reconciles in progress."
 	ReconcileActivePrometheusName = "watchtower_reconcile_active"
+	// ControllerHotLoopingObjectsName is the gauge watchtower.controller.hot_looping_objects: Objects the controller is hot-looping on: reconciled at least the hot-loop threshold of times (default 20) within its window (default 60 s) while their generation did not change. By controller only; the objects are named in the log, on the offending reconcile's span (event watchtower.hot_loop) and at /debug/watchtower.
+	ControllerHotLoopingObjectsName           = "watchtower.controller.hot_looping_objects"
+	ControllerHotLoopingObjectsUnit           = "{object}"
+	ControllerHotLoopingObjectsDescription    = "Objects the controller is hot-looping on: reconciled at least the hot-loop threshold of times (default 20) within its window (default 60 s) while their generation did not change. By controller only; the objects are named in the log, on the offending reconcile's span (event watchtower.hot_loop) and at /debug/watchtower."
+	ControllerHotLoopingObjectsPrometheusName = "watchtower_controller_hot_looping_objects"
+	// ControllerStuckObjectsName is the gauge watchtower.controller.stuck_objects: Objects whose reconciles have kept failing (error, terminal_error, conflict, panic, or Requeue: true) without a success for longer than the stuck threshold (default 10 min). By controller only; the objects are named in the log, on the span (event watchtower.stuck) and at /debug/watchtower.
+	ControllerStuckObjectsName           = "watchtower.controller.stuck_objects"
+	ControllerStuckObjectsUnit           = "{object}"
+	ControllerStuckObjectsDescription    = "Objects whose reconciles have kept failing (error, terminal_error, conflict, panic, or Requeue: true) without a success for longer than the stuck threshold (default 10 min). By controller only; the objects are named in the log, on the span (event watchtower.stuck) and at /debug/watchtower."
+	ControllerStuckObjectsPrometheusName = "watchtower_controller_stuck_objects"
 	// QueueWaitName is the histogram watchtower.queue.wait: Time requests waited in the workqueue, from enqueue to the start of their reconcile.
 	QueueWaitName           = "watchtower.queue.wait"
 	QueueWaitUnit           = "s"

@@ -199,10 +199,15 @@ func (b *TypedBuilder[req]) Build(r reconcile.TypedReconciler[req]) (controller.
 	o.NewQueue = newTappedQueue(defaultQueue(o, b.mgr), cfg, link)
 	b.b.WithOptions(o)
 	var active *activeSet
-	if im, ok := b.mgr.(*instrumentedManager); ok {
+	im, ok := b.mgr.(*instrumentedManager)
+	if ok {
 		active = im.active
 	}
-	return b.b.Build(newReconciler(name, r, cfg, gk, link, active))
+	rec := newReconciler(name, r, cfg, gk, link, active)
+	if ok {
+		im.loops.add(rec.(*reconciler[req]).loops)
+	}
+	return b.b.Build(rec)
 }
 
 // defaultQueue is the NewQueue the controller would use without us: the one given, else

@@ -1,6 +1,8 @@
 package otelctrl
 
 import (
+	"time"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -27,10 +29,15 @@ type config struct {
 	logCorrelation bool
 	// writerAnnotation sets tracing.k8s.io/traceparent on the objects the client writes.
 	writerAnnotation bool
+	// The hot-loop and stuck thresholds (loops.go).
+	hotLoopReconciles int
+	hotLoopWindow     time.Duration
+	stuckAfter        time.Duration
 }
 
 func newConfig(opts []Option) config {
-	c := config{logCorrelation: true, writerAnnotation: true}
+	c := config{logCorrelation: true, writerAnnotation: true,
+		hotLoopReconciles: defaultHotLoopReconciles, hotLoopWindow: defaultHotLoopWindow, stuckAfter: defaultStuckAfter}
 	for _, o := range opts {
 		o.apply(&c)
 	}

@@ -113,6 +113,8 @@ func seriesCount(t testing.TB, tt *testTelemetry) int {
 			n += len(d.DataPoints)
 		case metricdata.Histogram[float64]:
 			n += len(d.DataPoints)
+		case metricdata.Gauge[int64]:
+			n += len(d.DataPoints)
 		default:
 			t.Fatalf("unexpected aggregation %T", data)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -29,6 +30,9 @@ type instruments struct {
 	// active holds an in-flight counter per controller, read by an observable gauge: a gauge
 	// callback costs nothing on the reconcile path, two UpDownCounter.Add calls would.
 	active sync.Map // controller name -> *atomic.Int64
+
+	// loops holds every controller's hot-loop and stuck detector, read by two gauges.
+	loops sync.Map // *loopDetector -> struct{}
 
 	// apiSets caches the attribute sets of API-call metrics: building a set per call is the most
 	// expensive part of recording a measurement, and the combinations are few.
@@ -97,6 +101,24 @@ func instrumentsFor(mp metric.MeterProvider) *instruments {
 			})
 			return nil
 		}))
+	hotGauge, _ := m.Int64ObservableGauge(semconv.ControllerHotLoopingObjectsName,
+		metric.WithUnit(semconv.ControllerHotLoopingObjectsUnit), metric.WithDescription(semconv.ControllerHotLoopingObjectsDescription))
+	stuckGauge, _ := m.Int64ObservableGauge(semconv.ControllerStuckObjectsName,
+		metric.WithUnit(semconv.ControllerStuckObjectsUnit), metric.WithDescription(semconv.ControllerStuckObjectsDescription))
+	// One callback for both: each collection sweeps every detector once (sweep ends hot loops
+	// of objects no longer reconciled, and finds objects stuck without a retry).
+	_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		now := time.Now()
+		in.loops.Range(func(k, _ any) bool {
+			d := k.(*loopDetector)
+			hot, stuck := d.sweep(now)
+			opt := metric.WithAttributeSet(attribute.NewSet(semconv.ControllerName(d.controller)))
+			o.ObserveInt64(hotGauge, int64(hot), opt)
+			o.ObserveInt64(stuckGauge, int64(stuck), opt)
+			return true
+		})
+		return nil
+	}, hotGauge, stuckGauge)
 	instrumentsBy[mp] = in
 	return in
 }

@@ -1,6 +1,7 @@
 package otelctrl
 
 import (
+	"fmt"
 	"net/http"
 
 	"k8s.io/client-go/rest"
@@ -39,12 +40,19 @@ func NewManager(cfg *rest.Config, options manager.Options, opts ...Option) (mana
 	if err != nil {
 		return nil, err
 	}
-	return &instrumentedManager{
+	im := &instrumentedManager{
 		Manager:   mgr,
 		opts:      opts,
 		active:    newActiveSet(),
+		loops:     &loopRegistry{},
 		apiReader: &tracedReader{Reader: mgr.GetAPIReader(), t: newCallTracer(mgr.GetScheme(), false, opts)},
-	}, nil
+	}
+	// The hot-looping and stuck objects, by name, next to the metrics that count them. With the
+	// metrics server off (BindAddress "0") the handler is simply not served.
+	if err := mgr.AddMetricsServerExtraHandler(DebugPath, im.loops); err != nil {
+		return nil, fmt.Errorf("otelctrl: serving %s on the metrics server: %w", DebugPath, err)
+	}
+	return im, nil
 }
 
 // wrapHTTPClient returns a copy of hc whose transport is the tracing transport; nil stays nil
@@ -65,9 +73,14 @@ func wrapHTTPClient(hc *http.Client, c config) *http.Client {
 	return &out
 }
 
+// DebugPath is where NewManager's metrics server lists, per controller, the objects reconciled
+// most often within the hot-loop window and the longest-failing ones, as JSON.
+const DebugPath = "/debug/watchtower"
+
 type instrumentedManager struct {
 	manager.Manager
-	opts []Option
+	opts  []Option
+	loops *loopRegistry
 	// active is this manager's set of reconciles in flight, for its event recorders.
 	active    *activeSet
 	apiReader client.Reader

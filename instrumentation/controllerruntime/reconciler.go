@@ -68,7 +68,9 @@ func newReconciler[req comparable](controllerName string, r reconcile.TypedRecon
 		in:       in,
 		inFlight: in.activeFor(controllerName),
 		spanNam:  semconv.ReconcileSpanName(controllerName),
+		loops:    newLoopDetector(controllerName, cfg),
 	}
+	in.loops.Store(d.loops, struct{}{})
 	ctrlAttrs := []attribute.KeyValue{
 		semconv.ControllerName(controllerName),
 		semconv.ControllerGroup(gk.Group),
@@ -108,6 +110,7 @@ type reconciler[req comparable] struct {
 	recordOpts [numResults][]metric.RecordOption
 	addOpts    [numResults][]metric.AddOption
 	waitOpts   []metric.RecordOption
+	loops      *loopDetector
 }
 
 func (d *reconciler[req]) Reconcile(ctx context.Context, r req) (res reconcile.Result, err error) {
@@ -227,6 +230,10 @@ func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
 		a = append(a, resultAttrs[result])
 		st.span.SetAttributes(a...)
 	}
+	if st.hasObject {
+		gen, known := forGeneration(st.trig)
+		d.loops.observe(st.parent, st.object, gen, known, st.start, result, st.span)
+	}
 	st.span.End()
 	// The span's context goes with the measurement only when the span is sampled: then the
 	// histogram can keep it as an exemplar (a trace ID next to the bucket). Otherwise the SDK
@@ -308,4 +315,17 @@ func contextWithState(ctx context.Context, st *reconcileState) context.Context {
 func stateFromContext(ctx context.Context) *reconcileState {
 	st, _ := ctx.Value(stateKey{}).(*reconcileState)
 	return st
+}
+
+// forGeneration is the generation of the reconciled object as its latest For event told it.
+func forGeneration(ts *triggers) (int64, bool) {
+	if ts == nil {
+		return 0, false
+	}
+	for i := len(ts.recs) - 1; i >= 0; i-- {
+		if w := ts.recs[i].watch; w != nil && w.watch == semconv.TriggerWatchFor {
+			return ts.recs[i].gen, true
+		}
+	}
+	return 0, false
 }
