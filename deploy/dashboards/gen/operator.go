@@ -71,6 +71,11 @@ func operatorReconciles() (dashboard.Dashboard, error) {
 			query(`histogram_quantile(0.99, sum by (watchtower_controller_name, le) (rate(watchtower_reconcile_duration_seconds_bucket{`+opSel+`}[$__rate_interval])))`, "{{watchtower_controller_name}} p99")), 5)).
 		WithPanel(graph("Reconciles in flight", "Reconciles running at the moment of each scrape, per controller (at most its MaxConcurrentReconciles).", "short",
 			query(`sum by (watchtower_controller_name) (watchtower_reconcile_active{`+opSel+`})`, "{{watchtower_controller_name}}"))).
+		WithRow(row("Hot loops and stuck objects")).
+		WithPanel(graph("Hot-looping objects", "Objects each controller keeps reconciling while their generation does not change (20 reconciles within a minute by default). The objects are named at the operator's /debug/watchtower and in its log; WatchtowerControllerHotLooping fires after 5 minutes.", "short",
+			query(`sum by (watchtower_controller_name) (watchtower_controller_hot_looping_objects{`+opSel+`})`, "{{watchtower_controller_name}}"))).
+		WithPanel(graph("Stuck objects", "Objects whose reconciles have kept failing without a success for longer than the stuck threshold (10 minutes by default). Listed longest first at /debug/watchtower; WatchtowerObjectsStuck fires after 5 minutes.", "short",
+			query(`sum by (watchtower_controller_name) (watchtower_controller_stuck_objects{`+opSel+`})`, "{{watchtower_controller_name}}"))).
 		WithRow(row("Work queue")).
 		WithPanel(graph("Queue wait p50 / p95 / p99", "Time requests waited in the workqueue, from (the latest) enqueue to the start of their reconcile. Growing waits with few reconciles in flight point at MaxConcurrentReconciles or rate limiting.", "s",
 			query(`histogram_quantile(0.50, sum by (watchtower_controller_name, le) (rate(watchtower_queue_wait_seconds_bucket{`+opSel+`}[$__rate_interval])))`, "{{watchtower_controller_name}} p50"),
