@@ -119,13 +119,19 @@ func kubeconfigFor(t *testing.T, kube *harness.Kube) string {
 // startOperator runs the example operator's binary against kube with extra environment.
 func startOperator(t *testing.T, kube *harness.Kube, env ...string) (metricsURL string, p *harness.Process) {
 	t.Helper()
+	return startOperatorWithArgs(t, kube, nil, env...)
+}
+
+// startOperatorWithArgs is startOperator with further command-line flags.
+func startOperatorWithArgs(t *testing.T, kube *harness.Kube, args []string, env ...string) (metricsURL string, p *harness.Process) {
+	t.Helper()
 	bin := harness.BuildBinary(t, "./"+exampleDir+"/cmd")
 	metrics, probe := harness.Loopback(harness.FreePort(t)), harness.Loopback(harness.FreePort(t))
 	p = harness.StartProcess(t, harness.ProcessSpec{
 		Name: "workload-operator",
 		Path: bin,
 		// --metrics-secure=false: the tests scrape plain http (the default is HTTPS with authn/authz).
-		Args: []string{"--metrics-bind-address=" + metrics, "--metrics-secure=false", "--health-probe-bind-address=" + probe},
+		Args: append([]string{"--metrics-bind-address=" + metrics, "--metrics-secure=false", "--health-probe-bind-address=" + probe}, args...),
 		Env:  append([]string{"KUBECONFIG=" + kubeconfigFor(t, kube), "OTEL_SERVICE_NAME=workload-operator"}, env...),
 	})
 	p.MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+probe+"/readyz"))

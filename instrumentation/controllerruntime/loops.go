@@ -100,7 +100,8 @@ func newLoopDetector(controller string, cfg config) *loopDetector {
 }
 
 // failing is a result that, repeated, makes an object stuck. RequeueAfter is not: periodic
-// reconciles are how controllers poll.
+// reconciles are how controllers poll. Requeue: true is: controller-runtime retries it with
+// backoff, as an error.
 func failing(r reconcileResult) bool {
 	switch r {
 	case resultError, resultTerminalError, resultConflict, resultPanic, resultRequeue:
@@ -132,9 +133,13 @@ func (d *loopDetector) observe(ctx context.Context, key activeKey, gen int64, kn
 	if known && gen != st.gen {
 		st.gen, st.n, st.next = gen, 0, 0
 	}
-	st.times[st.next] = start.UnixNano()
-	st.next = (st.next + 1) % len(st.times)
-	st.n = min(st.n+1, len(st.times))
+	// A failing reconcile is retried with backoff, fast at first: it counts towards stuck, not
+	// towards a hot loop.
+	if !failing(result) {
+		st.times[st.next] = start.UnixNano()
+		st.next = (st.next + 1) % len(st.times)
+		st.n = min(st.n+1, len(st.times))
+	}
 	st.last, st.lastTrace, st.lastResult = start, span.SpanContext().TraceID(), result
 	// With the ring full, the slot next points at is the oldest of the last n reconciles.
 	hot := st.n == len(st.times) && start.UnixNano()-st.times[st.next] <= int64(d.window)

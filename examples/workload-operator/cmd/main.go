@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -52,6 +53,11 @@ func main() {
 	flag.StringVar(&imagePrefix, "workload-image-prefix", controller.DefaultImagePrefix,
 		"Repository prefix of the workload images: a Workload of type T runs <prefix>T:<tag>.")
 	flag.StringVar(&imageTag, "workload-image-tag", controller.DefaultImageTag, "Tag of the workload images.")
+	var hotLoopReconciles int
+	var hotLoopWindow, stuckAfter time.Duration
+	flag.IntVar(&hotLoopReconciles, "hot-loop-reconciles", 20, "An object reconciled this many times within --hot-loop-window at one generation is hot-looping.")
+	flag.DurationVar(&hotLoopWindow, "hot-loop-window", time.Minute, "The window of --hot-loop-reconciles.")
+	flag.DurationVar(&stuckAfter, "stuck-after", 10*time.Minute, "An object whose reconciles keep failing without a success for this long is stuck.")
 	opts := zap.Options{Development: true}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -102,6 +108,10 @@ func main() {
 		Recorder:    mgr.GetEventRecorder("workload-operator"),
 		ImagePrefix: imagePrefix,
 		ImageTag:    imageTag,
+		Instrumentation: []otelctrl.Option{ // GoWatchtower
+			otelctrl.WithHotLoopThreshold(hotLoopReconciles, hotLoopWindow),
+			otelctrl.WithStuckAfter(stuckAfter),
+		},
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "unable to create controller", "controller", "Workload")
 		os.Exit(1)

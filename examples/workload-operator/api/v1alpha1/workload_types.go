@@ -80,6 +80,13 @@ type WorkloadSpec struct {
 	// (retried with backoff) or terminal (not retried).
 	// +optional
 	FailWith FailureMode `json:"failWith,omitempty"`
+
+	// HotLoop makes every reconcile of this Workload write a new status.lastReconcileTime, on
+	// purpose, for the demo: the status write is an update event of the Workload, which
+	// triggers the next reconcile — a hot loop, as a real operator gets by writing a timestamp.
+	// Pair it with reconcileDelay to keep the loop from hammering the API server.
+	// +optional
+	HotLoop bool `json:"hotLoop,omitempty"`
 }
 
 // WorkloadStatus is the observed state of a Workload.
@@ -91,6 +98,11 @@ type WorkloadStatus struct {
 	// ReadyReplicas of the Deployment.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// LastReconcileTime is when the last reconcile ran, to the microsecond (a new value on
+	// every write); written only for spec.hotLoop.
+	// +optional
+	LastReconcileTime *metav1.MicroTime `json:"lastReconcileTime,omitempty"`
 
 	// Conditions: Reconciled tells whether the last reconcile succeeded.
 	// +listType=map

@@ -61,6 +61,10 @@ type WorkloadReconciler struct {
 	// ImagePrefix and ImageTag name the workload images (see DefaultImagePrefix); empty means
 	// the default.
 	ImagePrefix, ImageTag string
+
+	// Instrumentation holds the otelctrl options of the controller (thresholds of its hot-loop
+	// and stuck detection).
+	Instrumentation []otelctrl.Option
 }
 
 // +kubebuilder:rbac:groups=demo.gowatchtower.io,resources=workloads,verbs=get;list;watch;update;patch
@@ -170,6 +174,11 @@ func (r *WorkloadReconciler) setReconciled(ctx context.Context, w *demov1alpha1.
 	changed := meta.SetStatusCondition(&w.Status.Conditions, metav1.Condition{
 		Type: ConditionReconciled, Status: status, Reason: reason, Message: msg, ObservedGeneration: w.Generation,
 	})
+	if w.Spec.HotLoop {
+		// The demo's hot loop: a new timestamp on every reconcile is a write on every reconcile.
+		w.Status.LastReconcileTime = ptr.To(metav1.NewMicroTime(time.Now()))
+		changed = true
+	}
 	if !changed && w.Status.ObservedGeneration == w.Generation && w.Status.ReadyReplicas == ready {
 		return nil
 	}
@@ -322,7 +331,7 @@ func (r *WorkloadReconciler) mutateDeployment(w *demov1alpha1.Workload, dep *app
 
 // SetupWithManager sets up the controller with the Manager.
 func (r *WorkloadReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return otelctrl.NewControllerManagedBy(mgr).
+	return otelctrl.NewControllerManagedBy(mgr, r.Instrumentation...).
 		For(&demov1alpha1.Workload{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
