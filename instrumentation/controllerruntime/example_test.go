@@ -1,6 +1,8 @@
 package otelctrl_test
 
 import (
+	"time"
+
 	"context"
 	"fmt"
 	"net/http"
@@ -159,6 +161,27 @@ func ExampleNewManager_providers() {
 	mp := sdkmetric.NewMeterProvider()
 	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{},
 		otelctrl.WithTracerProvider(tp), otelctrl.WithMeterProvider(mp), otelctrl.WithoutLogCorrelation())
+	if err != nil {
+		panic(err)
+	}
+	_ = mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// A controller whose objects legitimately reconcile often (a poller every 2 s) raises the
+// hot-loop threshold, and one whose objects may fail for a while during rollouts waits longer
+// before calling them stuck.
+func ExampleWithHotLoopThreshold() {
+	mgr, err := otelctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{})
+	if err != nil {
+		panic(err)
+	}
+	err = otelctrl.NewControllerManagedBy(mgr,
+		otelctrl.WithHotLoopThreshold(60, time.Minute),
+		otelctrl.WithStuckAfter(30*time.Minute)).
+		For(&networkingv1.Ingress{}).
+		Complete(reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+			return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+		}))
 	if err != nil {
 		panic(err)
 	}
