@@ -82,6 +82,7 @@ func readSpans(t *testing.T, ctx context.Context, kafka *harness.Kafka, topic st
 func TestEndToEnd(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
 	const slowThreshold = 1000 * time.Millisecond
+	testStart := time.Now()
 	kube, c := startKubeWithWorkloadCRD(t)
 	kafka := harness.StartKafka(t)
 	kafka.CreateTopic(t, "otlp_spans", 3)
@@ -357,6 +358,50 @@ func TestEndToEnd(t *testing.T) {
 	if !slowSeen || !failedSeen {
 		t.Errorf("want at least one slow and one failed reconcile in Jaeger, got slow=%v failed=%v", slowSeen, failedSeen)
 	}
+
+	// Exemplars, end to end: the SDK keeps a sampled reconcile's trace ID with its histogram
+	// measurement, OTLP carries it, the collector's Prometheus exporter serves it (OpenMetrics)
+	// and Prometheus stores it. A failed reconcile's exemplar is a trace Jaeger has (the tail
+	// sampler keeps every error); an API call's is the trace of a reconcile in Kafka.
+	kafkaTraces := map[string]bool{}
+	for id := range byTrace {
+		kafkaTraces[id.String()] = true
+	}
+	exemplarTraces := func(what, promql string) []string {
+		t.Helper()
+		var ids []string
+		waitFor(t, ctx, "exemplars of "+what, func() (bool, error) {
+			ex, err := prom.QueryExemplars(ctx, promql, testStart, time.Now())
+			ids = nil
+			for _, e := range ex {
+				if id := e.Labels["trace_id"]; id != "" {
+					ids = append(ids, id)
+				}
+			}
+			return len(ids) > 0, fmt.Errorf("%d exemplars with a trace_id (%v)", len(ids), err)
+		})
+		return ids
+	}
+	failedIDs := exemplarTraces("failed reconciles", `watchtower_reconcile_duration_seconds_bucket{job="otelcol-watchtower", watchtower_reconcile_result=~"error|terminal_error"}`)
+	for _, id := range failedIDs {
+		if _, ok := want[id]; !ok {
+			t.Errorf("exemplar trace %s of a failed reconcile is not one of the failed or slow reconciles in Kafka", id)
+		} else if _, ok := got[id]; !ok {
+			t.Errorf("exemplar trace %s of a failed reconcile is not in Jaeger", id)
+		}
+	}
+	apiIDs := exemplarTraces("API-server calls", `watchtower_api_duration_seconds_bucket{job="otelcol-watchtower"}`)
+	for _, id := range apiIDs {
+		if !kafkaTraces[id] {
+			t.Errorf("exemplar trace %s of an API call is no reconcile trace in Kafka", id)
+		}
+	}
+	// The manager's own /metrics (controller-runtime's handler) speaks the text format only:
+	// no exemplars there (docs/causality.md).
+	if ex, err := prom.QueryExemplars(ctx, `watchtower_reconcile_duration_seconds_bucket{job="workload-operator"}`, testStart, time.Now()); err != nil || len(ex) != 0 {
+		t.Errorf("exemplars from the manager's /metrics: %d (%v), want none: controller-runtime's handler does not negotiate OpenMetrics", len(ex), err)
+	}
+	t.Logf("e2e: exemplars: %d failed-reconcile traces (all in Jaeger), %d API-call traces (all in Kafka)", len(failedIDs), len(apiIDs))
 	t.Logf("e2e: %d operator spans exported = %d in Kafka; %d reconciles, %d slow or failed kept in Jaeger; %d Events as span events",
 		exportedSpans, exportedSpans, len(roots), len(want), len(events))
 }

@@ -113,6 +113,8 @@ func StartPrometheus(t TB, opts ...PrometheusOption) *Prometheus {
 			"--web.listen-address=" + addr,
 			"--web.enable-lifecycle",
 			"--log.level=info",
+			// Exemplars (trace IDs next to histogram buckets) are kept only with this feature.
+			"--enable-feature=exemplar-storage",
 		},
 		Dir:   dir,
 		NetNS: cfg.net.NetNS,
@@ -214,4 +216,49 @@ func parsePoint(v [2]any) (Sample, error) {
 	}
 	sec := int64(ts)
 	return Sample{Value: f, Time: time.Unix(sec, int64((ts-float64(sec))*1e9))}, nil
+}
+
+// Exemplar is one exemplar of a series, as /api/v1/query_exemplars returns it.
+type Exemplar struct {
+	Series map[string]string // the series' labels
+	Labels map[string]string // the exemplar's own, e.g. trace_id and span_id
+	Value  float64
+	Time   time.Time
+}
+
+// QueryExemplars returns the exemplars of the series promql selects, between start and end.
+func (p *Prometheus) QueryExemplars(ctx context.Context, promql string, start, end time.Time) ([]Exemplar, error) {
+	u := p.URL + "/api/v1/query_exemplars?" + url.Values{
+		"query": {promql},
+		"start": {strconv.FormatFloat(float64(start.UnixNano())/1e9, 'f', 3, 64)},
+		"end":   {strconv.FormatFloat(float64(end.UnixNano())/1e9, 'f', 3, 64)},
+	}.Encode()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   []struct {
+			SeriesLabels map[string]string `json:"seriesLabels"`
+			Exemplars    []struct {
+				Labels    map[string]string `json:"labels"`
+				Value     string            `json:"value"`
+				Timestamp float64           `json:"timestamp"`
+			} `json:"exemplars"`
+		} `json:"data"`
+	}
+	if _, err := getJSON(ctx, u, &body); err != nil {
+		return nil, fmt.Errorf("query_exemplars %q: %w", promql, err)
+	}
+	if body.Status != "success" {
+		return nil, fmt.Errorf("query_exemplars %q: %s", promql, body.Error)
+	}
+	var out []Exemplar
+	for _, d := range body.Data {
+		for _, e := range d.Exemplars {
+			v, _ := strconv.ParseFloat(e.Value, 64)
+			sec := int64(e.Timestamp)
+			out = append(out, Exemplar{Series: d.SeriesLabels, Labels: e.Labels, Value: v,
+				Time: time.Unix(sec, int64((e.Timestamp-float64(sec))*1e9))})
+		}
+	}
+	return out, nil
 }
