@@ -3,7 +3,9 @@ package integration
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	demov1alpha1 "github.com/gowatchtower/watchtower/examples/workload-operator/api/v1alpha1"
+	otelctrl "github.com/gowatchtower/watchtower/instrumentation/controllerruntime"
 	"github.com/gowatchtower/watchtower/integration/harness"
 )
 
@@ -110,8 +113,15 @@ func TestEndToEnd(t *testing.T) {
 		"flaky":       {Type: demov1alpha1.Nginx, FailWith: demov1alpha1.FailTransient},
 		"broken":      {Type: demov1alpha1.StressCPU, FailWith: demov1alpha1.FailTerminal},
 	}
+	// slow-memory is applied as `kubectl apply` with the KEP-5915 annotation would: a writer's
+	// span context, which starts a chain of links (docs/causality.md).
+	writerTrace, writerSpan := "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	for name, spec := range workloads {
-		if err := c.Create(ctx, &demov1alpha1.Workload{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: spec}); err != nil {
+		w := &demov1alpha1.Workload{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: spec}
+		if name == "slow-memory" {
+			w.Annotations = map[string]string{otelctrl.TraceparentAnnotation: "00-" + writerTrace + "-" + writerSpan + "-01"}
+		}
+		if err := c.Create(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -249,7 +259,7 @@ func TestEndToEnd(t *testing.T) {
 	if fmt.Sprint(gotByResult) != fmt.Sprint(byResult) {
 		t.Errorf("watchtower_reconciles_total by result via the collector is %v, the reconcile spans in Kafka %v", gotByResult, byResult)
 	}
-	if d, err := prom.Query(ctx, `sum(watchtower_reconcile_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator"})`); err != nil || len(d) != 1 || int(d[0].Value) != len(roots) {
+	if d, err := prom.Query(ctx, `sum(watchtower_reconcile_duration_seconds_count{job="otelcol-watchtower",exported_job="workload-operator",watchtower_controller_name="workload"})`); err != nil || len(d) != 1 || int(d[0].Value) != len(roots) {
 		t.Errorf("watchtower_reconcile_duration_seconds_count via the collector is %v (%v), want the %d reconciles in Kafka", d, err, len(roots))
 	}
 
@@ -357,6 +367,61 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if !slowSeen || !failedSeen {
 		t.Errorf("want at least one slow and one failed reconcile in Jaeger, got slow=%v failed=%v", slowSeen, failedSeen)
+	}
+
+	// The chain: the user's write → the Workload reconcile that created the Deployment (linked
+	// to the writer) → the second controller's reconcile of that Deployment (linked to the
+	// Workload reconcile, through the annotation its write carried). All of it is in Kafka; the
+	// slow Workload reconcile is in Jaeger with its link as a reference.
+	var creator, rollout *kafkaSpan
+	for i, sp := range spans {
+		switch {
+		case sp.span.Name() == "reconcile workload" && sp.attr("watchtower.object.name") == "slow-memory":
+			for _, child := range byTrace[sp.span.TraceID()] {
+				if child.span.Name() == "create Deployment" && child.span.ParentSpanID() == sp.span.SpanID() {
+					creator = &spans[i]
+				}
+			}
+		}
+	}
+	if creator == nil {
+		t.Fatal("no reconcile of slow-memory created its Deployment")
+	}
+	linksTo := func(sp ptrace.Span, traceID, spanID string) bool {
+		for i := 0; i < sp.Links().Len(); i++ {
+			if l := sp.Links().At(i); l.TraceID().String() == traceID && l.SpanID().String() == spanID {
+				return true
+			}
+		}
+		return false
+	}
+	if !linksTo(creator.span, writerTrace, writerSpan) {
+		t.Errorf("the reconcile that created slow-memory's Deployment does not link to the writer's span %s/%s", writerTrace, writerSpan)
+	}
+	for i, sp := range spans {
+		if sp.span.Name() == "reconcile workload-rollout" && sp.attr("watchtower.object.name") == "slow-memory" &&
+			linksTo(sp.span, creator.span.TraceID().String(), creator.span.SpanID().String()) {
+			rollout = &spans[i]
+		}
+	}
+	if rollout == nil {
+		t.Errorf("no reconcile of the second controller (workload-rollout) links to the Workload reconcile %s that wrote the Deployment", creator.span.SpanID())
+	}
+	if tr, ok := got[creator.span.TraceID().String()]; !ok {
+		t.Errorf("the slow reconcile of slow-memory (trace %s) is not in Jaeger", creator.span.TraceID())
+	} else {
+		var refs []harness.JaegerReference
+		for _, sp := range tr.Spans {
+			if sp.SpanID == creator.span.SpanID().String() {
+				refs = sp.References
+			}
+		}
+		if !slices.ContainsFunc(refs, func(r harness.JaegerReference) bool { return r.TraceID == writerTrace && r.SpanID == writerSpan }) {
+			t.Errorf("in Jaeger the slow-memory reconcile's references are %+v, want one to the writer %s/%s", refs, writerTrace, writerSpan)
+		}
+		b, _ := json.Marshal(refs)
+		t.Logf("e2e: chain: writer %s/%s ← reconcile workload %s (Jaeger references %s) ← reconcile workload-rollout %v",
+			writerTrace, writerSpan, creator.span.SpanID(), b, rollout != nil)
 	}
 
 	// Exemplars, end to end: the SDK keeps a sampled reconcile's trace ID with its histogram

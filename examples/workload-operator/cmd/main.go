@@ -117,6 +117,17 @@ func main() {
 		os.Exit(1)
 	}
 
+	if err := (&controller.RolloutReconciler{
+		Client: mgr.GetClient(),
+		Instrumentation: []otelctrl.Option{ // GoWatchtower
+			otelctrl.WithHotLoopThreshold(hotLoopReconciles, hotLoopWindow),
+			otelctrl.WithStuckAfter(stuckAfter),
+		},
+	}).SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "unable to create controller", "controller", "Deployment")
+		os.Exit(1)
+	}
+
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "unable to set up health check")
 		os.Exit(1)
