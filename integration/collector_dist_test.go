@@ -301,7 +301,7 @@ func TestCollectorConfigErrorsNameTheKey(t *testing.T) {
 			[]string{`'exporters' error reading configuration for "kafka"`, `'sending_queue'`, `'batch'`, `'flush_timeout' time: invalid duration`}},
 		{"bad slow threshold", gateway, []string{"WATCHTOWER_SLOW_THRESHOLD_MS=slow"},
 			[]string{`"tail_sampling"`, `'policies[0].latency.threshold_ms' expected type 'int64'`}},
-		{"zero queue size", gateway, []string{"WATCHTOWER_KAFKA_QUEUE_SIZE=0"},
+		{"zero queue size", gateway, []string{"WATCHTOWER_KAFKA_QUEUE_BYTES=0"},
 			[]string{"exporters::kafka::sending_queue: `queue_size` must be positive"}},
 		{"bad topic check settings", gateway, []string{"WATCHTOWER_KAFKA_TOPICS_CHECK=maybe", "WATCHTOWER_KAFKA_TOPICS_CHECK_TIMEOUT=0s"},
 			[]string{"extensions::kafka_topics_check: `on_missing` must be \"fail\" or \"warn\", not \"maybe\"; `start_timeout` must be positive, not 0s"}},

@@ -357,7 +357,7 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		selfPort(gwSelf),
 		"WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s",
 		"WATCHTOWER_SAMPLING_DECISION_WAIT=2s",
-		"WATCHTOWER_KAFKA_QUEUE_SIZE=10", // a small queue overflows within seconds once Kafka is gone
+		"WATCHTOWER_KAFKA_QUEUE_BYTES=32768", // a small queue overflows within seconds once Kafka is gone
 	)
 	refusing := startGateway(t, kafka, jaeger.OTLPGRPC,
 		selfPort(refusingSelf),

@@ -427,8 +427,8 @@ func TestJaegerOutageKeepsSampledTraces(t *testing.T) {
 // count what the gateway received, refused requests included: the figure is reported here and
 // in docs/reliability.md.
 func TestFullQueueRefusesRetryably(t *testing.T) {
-	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
-	kafka, gw := startGatewayStack(t, "WATCHTOWER_KAFKA_QUEUE_SIZE=5", "WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s")
+	t.Parallel()                                                                                                        // its components are its own, on reserved ports; see docs/testing.md
+	kafka, gw := startGatewayStack(t, "WATCHTOWER_KAFKA_QUEUE_BYTES=10000", "WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s") // about 5 batches
 	ctx := ctxTimeout(t, 4*time.Minute)
 	f := &faultStream{endpoint: gw.OTLPHTTP, service: colUniqueService("queue-full"), spansPer: 20, pointsPer: 5}
 	stop := make(chan struct{})
@@ -447,7 +447,14 @@ func TestFullQueueRefusesRetryably(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, grpcErr := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(badTraces(f.service+"-grpc", nil)))
+	// As large as two of the HTTP client's batches: the queue is measured in bytes, and the
+	// room left beside its last refused batch is smaller than that.
+	probe := badTraces(f.service+"-grpc", nil)
+	for range 2*f.spansPer - 1 {
+		badTraces(f.service+"-grpc", nil).ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).
+			CopyTo(probe.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty())
+	}
+	_, grpcErr := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(probe))
 	switch status.Code(grpcErr) {
 	case codes.Unavailable, codes.ResourceExhausted:
 	default:

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -386,6 +387,28 @@ func checkWorkload(t *testing.T, root string, r renderedObjects, w *unstructured
 	}
 	if len(configs) == 0 || !strings.HasSuffix(c.Args[0], "/"+tier+".yaml") {
 		t.Errorf("%s: args %v: want deploy/collector/%s.yaml first", name, c.Args, tier)
+	}
+
+	// The gateway's two Kafka queues get a quarter of the queue volume each, in bytes, so that
+	// both full, with their files' overhead, fit in half of it (docs/deploy.md).
+	if tier == "gateway" {
+		var volume int64
+		for _, v := range spec.Volumes {
+			switch {
+			case v.EmptyDir != nil && v.EmptyDir.SizeLimit != nil:
+				volume = v.EmptyDir.SizeLimit.Value()
+			case v.PersistentVolumeClaim != nil:
+				if pvc := r["PersistentVolumeClaim"][v.PersistentVolumeClaim.ClaimName]; pvc != nil {
+					q, _, _ := unstructured.NestedString(pvc.Object, "spec", "resources", "requests", "storage")
+					size := resource.MustParse(q)
+					volume = size.Value()
+				}
+			}
+		}
+		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "WATCHTOWER_KAFKA_QUEUE_BYTES" })
+		if volume == 0 || i < 0 || c.Env[i].Value != strconv.FormatInt(volume/4, 10) {
+			t.Errorf("%s: WATCHTOWER_KAFKA_QUEUE_BYTES must be a quarter of the %d-byte queue volume (env %+v)", name, volume, c.Env)
+		}
 	}
 
 	// Every WATCHTOWER_* variable the chart sets is read by this tier's configs: a misspelt
@@ -806,6 +829,7 @@ func TestHelmChartRejectsWrongValues(t *testing.T) {
 		{"sampler.enabled=true,sampler.replicas=8,kafka.spansTopicPartitions=6", "kafka.spansTopicPartitions is 6"},
 		{"sampler.enabled=true,gateway.replicas=2,gateway.persistentQueue.volume=persistentVolumeClaim", "gateway.persistentQueue.volume=persistentVolumeClaim is one ReadWriteOnce claim"},
 		{"gateway.podDisruptionBudget.enabled=true,gateway.podDisruptionBudget.maxUnavailable=1", "gateway.podDisruptionBudget: set exactly one of minAvailable and maxUnavailable"},
+		{"gateway.persistentQueue.sizeLimit=2G", `gateway.persistentQueue.sizeLimit: "2G" is not a size this chart understands: use a whole number with Ki, Mi, Gi or Ti (e.g. 2Gi)`},
 		{"otlp.tls.enabled=true", "otlp.tls.enabled=true needs otlp.tls.secretName"},
 		{"otlp.bearerToken.enabled=true,otlp.bearerToken.secretName=t", "otlp.bearerToken.enabled=true needs otlp.tls.enabled=true"},
 		{"otlp.tls.enabled=true,otlp.tls.secretName=s,otlp.bearerToken.enabled=true", "otlp.bearerToken.enabled=true needs otlp.bearerToken.secretName"},

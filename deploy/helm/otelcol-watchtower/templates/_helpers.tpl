@@ -415,3 +415,42 @@ minAvailable: {{ .minAvailable }}
 maxUnavailable: {{ .maxUnavailable }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+owt.quantityBytes: a Kubernetes quantity with a binary suffix (Ki, Mi, Gi, Ti) or none, in
+bytes. (list <what> <quantity>): what names the value in the error for anything else.
+*/}}
+{{- define "owt.quantityBytes" -}}
+{{- $what := index . 0 -}}
+{{- $q := toString (index . 1) -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- $n := 0 -}}
+{{- range $suffix, $mul := $units -}}
+{{- if and (hasSuffix $suffix $q) (regexMatch "^[0-9]+$" (trimSuffix $suffix $q)) -}}
+{{- $n = mul (trimSuffix $suffix $q | int64) $mul -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq (int64 $n) 0) (regexMatch "^[0-9]+$" $q) -}}
+{{- $n = $q | int64 -}}
+{{- end -}}
+{{- if le (int64 $n) 0 -}}
+{{- fail (printf "%s: %q is not a size this chart understands: use a whole number with Ki, Mi, Gi or Ti (e.g. 2Gi)" $what $q) -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+
+{{/*
+owt.kafkaQueueBytes: the byte capacity of each of the gateway's two Kafka sending queues (one
+per signal): a quarter of the queue volume, so that both full queues, with the queue files'
+overhead (docs/reliability.md: 1.1× the bytes held, measured), stay within half of it.
+*/}}
+{{- define "owt.kafkaQueueBytes" -}}
+{{- $pq := .Values.gateway.persistentQueue -}}
+{{- $size := $pq.sizeLimit -}}
+{{- $what := "gateway.persistentQueue.sizeLimit" -}}
+{{- if eq $pq.volume "persistentVolumeClaim" -}}
+{{- $size = $pq.size -}}
+{{- $what = "gateway.persistentQueue.size" -}}
+{{- end -}}
+{{- div (include "owt.quantityBytes" (list $what $size) | int64) 4 -}}
+{{- end -}}
