@@ -56,6 +56,13 @@ func newTappedQueue[req comparable](newQueue newQueueFunc[req], cfg config, link
 	}
 }
 
+// pending is a queued request's entry: when it became due (zero until its Add, for a trigger
+// recorded just before) and what added it.
+type pending struct {
+	at   time.Time
+	trig *triggers
+}
+
 type started struct {
 	wait    time.Duration
 	retries int
@@ -68,16 +75,16 @@ type queueTap[req comparable] struct {
 	numRequeues func(req) int
 
 	mu sync.Mutex
-	// due holds, per request in the queue, the earliest time it became (or becomes) due. Its
-	// size is bounded by the queue's, which deduplicates requests.
-	due map[req]time.Time
+	// due holds, per request in the queue, the earliest time it became (or becomes) due and
+	// what added it (triggers.go): one map entry per request, so that recording a trigger costs
+	// no map operation of its own. Its size is bounded by the queue's, which deduplicates
+	// requests (and by maxPendingTriggers for triggers recorded just before their Add).
+	due map[req]pending
 	// taken holds the wait of requests a worker took, until their reconcile takes it or the
 	// worker marks them done: its size is bounded by the number of workers.
 	taken map[req]started
-	// trig holds, per request not yet taken, what added it (triggers.go); bounded by
-	// maxPendingTriggers. running holds the span of each request being reconciled, for the
-	// links of its requeues; bounded by the number of workers.
-	trig    map[req]*triggers
+	// running holds the span of each request being reconciled, for the links of its requeues;
+	// bounded by the number of workers.
 	running map[req]trace.SpanContext
 }
 
@@ -88,7 +95,7 @@ const (
 )
 
 func newQueueTap[req comparable](controller string, in *instruments) *queueTap[req] {
-	t := &queueTap[req]{in: in, due: map[req]time.Time{}, taken: map[req]started{}, trig: map[req]*triggers{}, running: map[req]trace.SpanContext{}}
+	t := &queueTap[req]{in: in, due: map[req]pending{}, taken: map[req]started{}, running: map[req]trace.SpanContext{}}
 	for kind, kv := range map[int]attribute.KeyValue{addFresh: semconv.QueueAddKindFresh, addRateLimited: semconv.QueueAddKindRateLimited, addDelayed: semconv.QueueAddKindDelayed} {
 		t.addOpts[kind] = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(semconv.ControllerName(controller), kv))}
 	}
@@ -103,8 +110,9 @@ func (t *queueTap[req]) added(kind int, n int) {
 // already queued (the queue deduplicates it).
 func (t *queueTap[req]) becomesDue(item req, at time.Time) {
 	t.mu.Lock()
-	if cur, ok := t.due[item]; !ok || at.Before(cur) {
-		t.due[item] = at
+	if p, ok := t.due[item]; !ok || p.at.IsZero() || at.Before(p.at) {
+		p.at = at
+		t.due[item] = p
 	}
 	t.mu.Unlock()
 }
@@ -119,15 +127,13 @@ func (t *queueTap[req]) got(item req, shutdown bool) {
 		retries = t.numRequeues(item)
 	}
 	t.mu.Lock()
-	at, ok := t.due[item]
+	p := t.due[item]
 	delete(t.due, item)
 	wait := time.Duration(0)
-	if ok && now.After(at) {
-		wait = now.Sub(at)
+	if !p.at.IsZero() && now.After(p.at) {
+		wait = now.Sub(p.at)
 	}
-	ts := t.trig[item]
-	delete(t.trig, item)
-	t.taken[item] = started{wait: wait, retries: retries, trig: ts}
+	t.taken[item] = started{wait: wait, retries: retries, trig: p.trig}
 	t.mu.Unlock()
 }
 

@@ -244,6 +244,10 @@ func (d *reconciler[req]) finish(st *reconcileState, result reconcileResult) {
 	}
 	d.in.reconcileDuration.Record(ctx, time.Since(st.start).Seconds(), d.recordOpts[result]...)
 	d.in.reconciles.Add(ctx, 1, d.addOpts[result]...)
+	if st.trig != nil {
+		st.trig.release() // its links, if any, were copied into the span
+		st.trig = nil
+	}
 }
 
 // classify maps a reconcile's return values to a result, in the order controller-runtime
