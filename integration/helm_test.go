@@ -117,6 +117,12 @@ var chartProfiles = []chartProfile{
 			agentSecret: "agent-otlp-client", tokenSecret: "gateway-otlp-token", tokenKey: "token"},
 	},
 	{
+		name:    "memory-queue",
+		kinds:   map[string]int{"Deployment": 1, "Service": 1, "ConfigMap": 1, "ServiceAccount": 1, "NetworkPolicy": 1},
+		brokers: []string{"kafka:9092"}, tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1024,
+		slowMs: "1000", compression: "lz4", requiredAcks: -1,
+	},
+	{
 		name: "monitoring", monitoring: true,
 		kinds: map[string]int{"Deployment": 1, "Service": 1, "ConfigMap": 1, "ServiceAccount": 1, "NetworkPolicy": 1,
 			"PersistentVolumeClaim": 1, "ServiceMonitor": 1},
@@ -406,8 +412,18 @@ func checkWorkload(t *testing.T, root string, r renderedObjects, w *unstructured
 			}
 		}
 		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "WATCHTOWER_KAFKA_QUEUE_BYTES" })
-		if volume == 0 || i < 0 || c.Env[i].Value != strconv.FormatInt(volume/4, 10) {
+		inMemory := slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasSuffix(a, "/gateway-memory-queue.yaml") })
+		switch {
+		case inMemory:
+			// In memory, each queue is an eighth of the memory limiter's budget.
+			if i < 0 || c.Env[i].Value != strconv.Itoa(p.memoryLimitMiB<<20/8) {
+				t.Errorf("%s: with the queues in memory, WATCHTOWER_KAFKA_QUEUE_BYTES must be an eighth of the %d MiB limiter (env %+v)", name, p.memoryLimitMiB, c.Env)
+			}
+		case volume == 0 || i < 0 || c.Env[i].Value != strconv.FormatInt(volume/4, 10):
 			t.Errorf("%s: WATCHTOWER_KAFKA_QUEUE_BYTES must be a quarter of the %d-byte queue volume (env %+v)", name, volume, c.Env)
+		}
+		if (p.name == "memory-queue") != inMemory {
+			t.Errorf("%s: the memory-queue overlay is in the args %v exactly for persistentQueue.volume=memory", name, c.Args)
 		}
 	}
 

@@ -73,6 +73,9 @@ func (e *topicsCheck) Start(ctx context.Context, _ component.Host) error {
 	return nil
 }
 
+// missingConfirm is how long a topic must stay missing before the check believes it.
+const missingConfirm = 2 * time.Second
+
 // checkUntilAnswered tries until a broker answers for every topic, a topic is missing, or ctx
 // ends; a refused connection, for one, is retried (Kafka may be starting with the collector),
 // a SASL authentication failure is not. It returns the last result, keeping the last error
@@ -80,10 +83,28 @@ func (e *topicsCheck) Start(ctx context.Context, _ component.Host) error {
 func checkUntilAnswered(ctx context.Context, opts []kgo.Opt, topics []string) checkResult {
 	wait := 250 * time.Millisecond
 	var last checkResult
+	var missingSince time.Time
 	for {
 		r := checkTopics(ctx, opts, topics)
 		if ctx.Err() != nil && last.err != nil && (errors.Is(r.err, context.DeadlineExceeded) || errors.Is(r.err, context.Canceled)) {
 			return last
+		}
+		// A topic created just before the collector started may not be in every broker's
+		// metadata yet (seen in the tests: created, then reported missing moments later): a
+		// missing topic is only believed after it stays missing for missingConfirm.
+		if len(r.missing) > 0 && ctx.Err() == nil {
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			}
+			if time.Since(missingSince) < missingConfirm {
+				last = r
+				select {
+				case <-ctx.Done():
+					return last
+				case <-time.After(missingConfirm / 4):
+				}
+				continue
+			}
 		}
 		if r.err == nil || len(r.missing) > 0 || ctx.Err() != nil || errors.Is(r.err, kerr.SaslAuthenticationFailed) {
 			return r

@@ -218,6 +218,9 @@ owt.validate: the rules values.schema.json cannot express, each failing with the
 {{- if and (eq $tier "gateway") $root.Values.sampler.enabled -}}
 {{- $out = append $out "gateway-sampler-tier.yaml" -}}
 {{- end -}}
+{{- if and (eq $tier "gateway") (eq $root.Values.gateway.persistentQueue.volume "memory") -}}
+{{- $out = append $out "gateway-memory-queue.yaml" -}}
+{{- end -}}
 {{- if and (has $tier (list "gateway" "sampler")) $root.Values.kafka.tls.enabled -}}
 {{- $out = append $out "kafka-tls.yaml" -}}
 {{- end -}}
@@ -442,10 +445,14 @@ bytes. (list <what> <quantity>): what names the value in the error for anything 
 {{/*
 owt.kafkaQueueBytes: the byte capacity of each of the gateway's two Kafka sending queues (one
 per signal): a quarter of the queue volume, so that both full queues, with the queue files'
-overhead (docs/reliability.md: 1.1× the bytes held, measured), stay within half of it.
+overhead (docs/reliability.md: 1.1× the bytes held, measured), stay within half of it; in
+memory (persistentQueue.volume=memory), an eighth of the memory limiter's budget.
 */}}
 {{- define "owt.kafkaQueueBytes" -}}
 {{- $pq := .Values.gateway.persistentQueue -}}
+{{- if eq $pq.volume "memory" -}}
+{{- div (mul (.Values.gateway.memoryLimiter.limitMiB | int64) 1048576) 8 -}}
+{{- else -}}
 {{- $size := $pq.sizeLimit -}}
 {{- $what := "gateway.persistentQueue.sizeLimit" -}}
 {{- if eq $pq.volume "persistentVolumeClaim" -}}
@@ -453,4 +460,5 @@ overhead (docs/reliability.md: 1.1× the bytes held, measured), stay within half
 {{- $what = "gateway.persistentQueue.size" -}}
 {{- end -}}
 {{- div (include "owt.quantityBytes" (list $what $size) | int64) 4 -}}
+{{- end -}}
 {{- end -}}
