@@ -117,6 +117,12 @@ var chartProfiles = []chartProfile{
 			agentSecret: "agent-otlp-client", tokenSecret: "gateway-otlp-token", tokenKey: "token"},
 	},
 	{
+		name:    "statefulset",
+		kinds:   map[string]int{"StatefulSet": 1, "Deployment": 1, "Service": 2, "ConfigMap": 2, "ServiceAccount": 2, "NetworkPolicy": 2},
+		brokers: []string{"kafka:9092"}, samplerTier: true, consumerGroup: "otelcol-watchtower-sampler",
+		tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1536, slowMs: "1000", compression: "lz4", requiredAcks: -1,
+	},
+	{
 		name:    "memory-queue",
 		kinds:   map[string]int{"Deployment": 1, "Service": 1, "ConfigMap": 1, "ServiceAccount": 1, "NetworkPolicy": 1},
 		brokers: []string{"kafka:9092"}, tracesEndpoint: "jaeger-collector:4317", memoryLimitMiB: 1024,
@@ -264,7 +270,7 @@ func indexObjects(objs []*unstructured.Unstructured) renderedObjects {
 
 func (r renderedObjects) workloads() []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
-	for _, kind := range []string{"Deployment", "DaemonSet"} {
+	for _, kind := range []string{"Deployment", "StatefulSet", "DaemonSet"} {
 		for _, name := range sortedKeys(r[kind]) {
 			out = append(out, r[kind][name])
 		}
@@ -399,6 +405,20 @@ func checkWorkload(t *testing.T, root string, r renderedObjects, w *unstructured
 	// both full, with their files' overhead, fit in half of it (docs/deploy.md).
 	if tier == "gateway" {
 		var volume int64
+		// A StatefulSet's queue is a claim of each replica, from its volumeClaimTemplates.
+		templates, _, _ := unstructured.NestedSlice(w.Object, "spec", "volumeClaimTemplates")
+		for _, tpl := range templates {
+			m, _ := tpl.(map[string]any)
+			if n, _, _ := unstructured.NestedString(m, "metadata", "name"); n != "queue" {
+				continue
+			}
+			q, _, _ := unstructured.NestedString(m, "spec", "resources", "requests", "storage")
+			size := resource.MustParse(q)
+			volume = size.Value()
+			if mounted := slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.Name == "queue" }); !mounted {
+				t.Errorf("%s: the queue claim template is not mounted", name)
+			}
+		}
 		for _, v := range spec.Volumes {
 			switch {
 			case v.EmptyDir != nil && v.EmptyDir.SizeLimit != nil:

@@ -455,7 +455,7 @@ memory (persistentQueue.volume=memory), an eighth of the memory limiter's budget
 {{- else -}}
 {{- $size := $pq.sizeLimit -}}
 {{- $what := "gateway.persistentQueue.sizeLimit" -}}
-{{- if eq $pq.volume "persistentVolumeClaim" -}}
+{{- if has $pq.volume (list "persistentVolumeClaim" "volumeClaimTemplate") -}}
 {{- $size = $pq.size -}}
 {{- $what = "gateway.persistentQueue.size" -}}
 {{- end -}}
