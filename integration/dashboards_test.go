@@ -357,7 +357,10 @@ func TestDashboardsAndAlertsLive(t *testing.T) {
 		selfPort(gwSelf),
 		"WATCHTOWER_SPANMETRICS_FLUSH_INTERVAL=1s",
 		"WATCHTOWER_SAMPLING_DECISION_WAIT=2s",
-		"WATCHTOWER_KAFKA_QUEUE_BYTES=32768", // a small queue overflows within seconds once Kafka is gone
+		// A small queue overflows within seconds once Kafka is gone; it must still hold the
+		// largest request (an operator's metric push of controller-runtime's series, tens of KiB):
+		// one that exceeds a queue in bytes is refused even while Kafka runs.
+		"WATCHTOWER_KAFKA_QUEUE_BYTES=262144",
 	)
 	refusing := startGateway(t, kafka, jaeger.OTLPGRPC,
 		selfPort(refusingSelf),
