@@ -24,8 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-
-	"github.com/gowatchtower/watchtower/semconv"
 )
 
 // The benchmarks come in families measured in the same process, so that `make bench`
@@ -332,14 +330,7 @@ func BenchmarkReconcileFromQueue(b *testing.B) {
 				r := newReconciler[reconcile.Request]("widget", reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
 					return reconcile.Result{}, nil
 				}), cfg, widgetKind, link, nil)
-				forP := &keyedTrigger{
-					watchTrigger: watchTrigger{watch: semconv.TriggerWatchFor, gk: widgetKind},
-					record:       func(r reconcile.Request, t trig) { tap.trigger(r, t) },
-				}
-				obj := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "widget-1", ResourceVersion: "42", Generation: 3}}
-				ev := event.UpdateEvent{ObjectOld: obj, ObjectNew: obj.DeepCopy()}
-				ev.ObjectNew.SetResourceVersion("43")
-				rq := req("default", "widget-1")
+				forP, ev, rq := benchForEvent(tap)
 				ctx := context.Background()
 				b.ReportAllocs()
 				for b.Loop() {
@@ -349,10 +340,7 @@ func BenchmarkReconcileFromQueue(b *testing.B) {
 					tap.becomesDue(rq, time.Now()) // Add
 					tap.got(rq, false)             // Get
 					_, _ = r.Reconcile(ctx, rq)
-					tap.take(rq) // Done
-					tap.mu.Lock()
-					delete(tap.running, rq)
-					tap.mu.Unlock()
+					tap.done(rq) // Done
 				}
 			})
 		}
@@ -371,14 +359,7 @@ func BenchmarkTriggerRecording(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			tap := newQueueTap[reconcile.Request]("widget", instrumentsFor(newConfig(nil).meterProvider))
-			forP := &keyedTrigger{
-				watchTrigger: watchTrigger{watch: semconv.TriggerWatchFor, gk: widgetKind},
-				record:       func(r reconcile.Request, t trig) { tap.trigger(r, t) },
-			}
-			obj := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "widget-1", ResourceVersion: "42", Generation: 3}}
-			ev := event.UpdateEvent{ObjectOld: obj, ObjectNew: obj.DeepCopy()}
-			ev.ObjectNew.SetResourceVersion("43")
-			rq := req("default", "widget-1")
+			forP, ev, rq := benchForEvent(tap)
 			b.ReportAllocs()
 			for b.Loop() {
 				if withTrigger {
@@ -392,4 +373,13 @@ func BenchmarkTriggerRecording(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchForEvent is the For watch's trigger predicate recording into tap, an update event of
+// the widget (a new resourceVersion), and the request it enqueues.
+func benchForEvent(tap *queueTap[reconcile.Request]) (*keyedTrigger, event.UpdateEvent, reconcile.Request) {
+	obj := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "widget-1", ResourceVersion: "42", Generation: 3}}
+	ev := event.UpdateEvent{ObjectOld: obj, ObjectNew: obj.DeepCopy()}
+	ev.ObjectNew.SetResourceVersion("43")
+	return forTrigger(func() *queueTap[reconcile.Request] { return tap }), ev, req("default", "widget-1")
 }

@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/gowatchtower/watchtower/semconv"
 )
 
 // widgetKind is the kind the test reconcilers reconcile unless told otherwise.
@@ -129,4 +131,13 @@ func spanAttr(s sdktrace.ReadOnlySpan, key attribute.Key) (attribute.Value, bool
 		}
 	}
 	return attribute.Value{}, false
+}
+
+// forTrigger is the trigger predicate the builder appends to a For watch of widgets, recording
+// into the tap tap returns.
+func forTrigger(tap func() *queueTap[reconcile.Request]) *keyedTrigger {
+	return &keyedTrigger{
+		watchTrigger: watchTrigger{watch: semconv.TriggerWatchFor, gk: widgetKind},
+		record:       func(r reconcile.Request, t trig) { tap().trigger(r, t) },
+	}
 }

@@ -147,6 +147,14 @@ func (t *queueTap[req]) take(item req) (started, bool) {
 	return s, ok
 }
 
+// done forgets item's processing: what its reconcile did not take, and its span.
+func (t *queueTap[req]) done(item req) {
+	t.mu.Lock()
+	delete(t.taken, item)
+	delete(t.running, item)
+	t.mu.Unlock()
+}
+
 // tappedLimiter learns the backoff of each rate-limited requeue, i.e. when it becomes due.
 type tappedLimiter[req comparable] struct {
 	workqueue.TypedRateLimiter[req]
@@ -187,10 +195,7 @@ func (q *tappedQueue[req]) AddRateLimited(item req) {
 // Done drops what the reconcile did not take (a queue used without our reconciler), so that
 // nothing outlives the request's processing.
 func (q *tappedQueue[req]) Done(item req) {
-	q.tap.take(item)
-	q.tap.mu.Lock()
-	delete(q.tap.running, item)
-	q.tap.mu.Unlock()
+	q.tap.done(item)
 	q.TypedRateLimitingInterface.Done(item)
 }
 

@@ -153,17 +153,20 @@ func (ts *triggers) links() []trace.Link {
 // trigger records that item was added for tr.
 func (t *queueTap[req]) trigger(item req, tr trig) {
 	t.mu.Lock()
+	t.triggerLocked(item, tr)
+	t.mu.Unlock()
+}
+
+func (t *queueTap[req]) triggerLocked(item req, tr trig) {
 	p, ok := t.due[item]
 	if p.trig == nil {
 		if !ok && len(t.due) >= maxPendingTriggers {
-			t.mu.Unlock()
 			return
 		}
 		p.trig = triggersPool.Get().(*triggers)
 		t.due[item] = p
 	}
 	p.trig.add(tr)
-	t.mu.Unlock()
 }
 
 // requeued records that the controller re-added item after its reconcile, linking to that
@@ -171,11 +174,10 @@ func (t *queueTap[req]) trigger(item req, tr trig) {
 // requeue: its watch trigger is recorded where the event was seen.
 func (t *queueTap[req]) requeued(item req, ev triggerEvent) {
 	t.mu.Lock()
-	sc, ok := t.running[item]
-	t.mu.Unlock()
-	if ok {
-		t.trigger(item, trig{ev: ev, sc: sc})
+	if sc, ok := t.running[item]; ok {
+		t.triggerLocked(item, trig{ev: ev, sc: sc})
 	}
+	t.mu.Unlock()
 }
 
 // reconciling records the span of item's reconcile, for the links of its requeues; Done ends it.

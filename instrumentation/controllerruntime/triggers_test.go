@@ -49,12 +49,7 @@ func newTriggerRig(t *testing.T) *triggerRig {
 		}
 		return reconcile.Result{}, nil
 	}), cfg, widgetKind, rig.link, nil)
-	rig.forP = &keyedTrigger{
-		watchTrigger: watchTrigger{watch: semconv.TriggerWatchFor, gk: widgetKind},
-		record: func(r reconcile.Request, t trig) {
-			rig.link.tap.Load().trigger(r, t)
-		},
-	}
+	rig.forP = forTrigger(rig.link.tap.Load)
 	rig.queue = rig.link.tap.Load
 	return rig
 }
