@@ -137,16 +137,4 @@ func colRSS(tb testing.TB, pid int) int64 {
 }
 
 // colRSSBytes is VmRSS of pid.
-func colRSSBytes(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
+func colRSSBytes(pid int) (int64, error) { return procStatusBytes(pid, "VmRSS") }

@@ -190,7 +190,7 @@ func TestOverloadRefusesRetryablyWithinMemory(t *testing.T) {
 	// 2. Five times that for a minute: requests leave at the offered rate whatever the answers
 	// (an open loop, as a fleet of independent operators sends), at most overloadClients in
 	// flight; a request that finds them all busy is counted as not offered.
-	rssBase, _ := procStatusBytes(pid, "VmRSS")
+	rssBase, _ := colRSSBytes(pid)
 	anonBase, _ := procStatusBytes(pid, "RssAnon")
 	var rssPeak, anonPeak atomic.Int64
 	samplerDone := make(chan struct{})
@@ -198,7 +198,7 @@ func TestOverloadRefusesRetryablyWithinMemory(t *testing.T) {
 	go func() {
 		defer close(samplerDone)
 		for overCtx.Err() == nil {
-			if v, err := procStatusBytes(pid, "VmRSS"); err == nil && v > rssPeak.Load() {
+			if v, err := colRSSBytes(pid); err == nil && v > rssPeak.Load() {
 				rssPeak.Store(v)
 			}
 			if v, err := procStatusBytes(pid, "RssAnon"); err == nil && v > anonPeak.Load() {

@@ -102,28 +102,24 @@ func main() {
 		os.Exit(1)
 	}
 
+	// Both controllers' hot-loop and stuck thresholds. // GoWatchtower
+	instrumentation := []otelctrl.Option{
+		otelctrl.WithHotLoopThreshold(hotLoopReconciles, hotLoopWindow),
+		otelctrl.WithStuckAfter(stuckAfter),
+	}
 	if err := (&controller.WorkloadReconciler{
-		Client:      mgr.GetClient(),
-		Scheme:      mgr.GetScheme(),
-		Recorder:    mgr.GetEventRecorder("workload-operator"),
-		ImagePrefix: imagePrefix,
-		ImageTag:    imageTag,
-		Instrumentation: []otelctrl.Option{ // GoWatchtower
-			otelctrl.WithHotLoopThreshold(hotLoopReconciles, hotLoopWindow),
-			otelctrl.WithStuckAfter(stuckAfter),
-		},
+		Client:          mgr.GetClient(),
+		Scheme:          mgr.GetScheme(),
+		Recorder:        mgr.GetEventRecorder("workload-operator"),
+		ImagePrefix:     imagePrefix,
+		ImageTag:        imageTag,
+		Instrumentation: instrumentation,
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "unable to create controller", "controller", "Workload")
 		os.Exit(1)
 	}
 
-	if err := (&controller.RolloutReconciler{
-		Client: mgr.GetClient(),
-		Instrumentation: []otelctrl.Option{ // GoWatchtower
-			otelctrl.WithHotLoopThreshold(hotLoopReconciles, hotLoopWindow),
-			otelctrl.WithStuckAfter(stuckAfter),
-		},
-	}).SetupWithManager(mgr); err != nil {
+	if err := (&controller.RolloutReconciler{Client: mgr.GetClient(), Instrumentation: instrumentation}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "unable to create controller", "controller", "Deployment")
 		os.Exit(1)
 	}
