@@ -17,8 +17,10 @@ STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 # The project's own collector components (builder-config.yaml), each its own module.
 COLLECTOR_MODULES := collector/extension/kafkatopicscheckextension
+# The Watchtower operator: its own module, so that franz-go and Helm stay out of the library's.
+OPERATOR := operator
 # Every Go module of the repository.
-MODULES := . integration deploy/dashboards/gen hack/images $(COLLECTOR_MODULES)
+MODULES := . integration deploy/dashboards/gen hack/images $(OPERATOR) $(COLLECTOR_MODULES)
 # otelcol-watchtower is linted by otelcol-lint, with the build tags it is built with (mk/otelcol.mk).
 
 GO_TEST_FLAGS ?=
@@ -69,6 +71,8 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 	@mkdir -p $(TEST_OUTPUT)
 	cd integration && go test -race -count=1 $(ARTIFACTS) $(GO_TEST_FLAGS) ./harness/... ./cmd/...
 	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
+	@hack/tools.sh helm >/dev/null # the operator renders the chart as `helm template` does: its test compares
+	cd $(OPERATOR) && go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	@for m in $(COLLECTOR_MODULES); do echo "test-unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-integration
@@ -103,6 +107,9 @@ generate: ## regenerate generated code, manifests, dashboards and docs; tests fa
 	@hack/tools.sh controller-gen >/dev/null
 	cd $(EXAMPLE) && $(CONTROLLER_GEN) object paths=./api/... && \
 	  $(CONTROLLER_GEN) crd rbac:roleName=workload-operator paths=./... \
+	    output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	cd $(OPERATOR) && $(CONTROLLER_GEN) object paths=./api/... && \
+	  $(CONTROLLER_GEN) crd rbac:roleName=watchtower-operator paths=./... \
 	    output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	hack/chart.sh
 

@@ -32,13 +32,25 @@ const exampleDir = "examples/workload-operator"
 // changed without `make generate`: the CRD, the RBAC role and the deepcopy code are regenerated
 // with the pinned controller-gen and compared with the committed files.
 func TestExampleManifestsAreCurrent(t *testing.T) {
+	checkControllerGen(t, exampleDir, "workload-operator", "demo.gowatchtower.io_workloads.yaml")
+}
+
+// TestWatchtowerOperatorManifestsAreCurrent is the same check for the Watchtower operator.
+func TestWatchtowerOperatorManifestsAreCurrent(t *testing.T) {
+	checkControllerGen(t, operatorDir, "watchtower-operator", "observability.gowatchtower.io_watchtowers.yaml")
+}
+
+// checkControllerGen regenerates the deepcopy code, the CRD and the RBAC role of the operator in
+// dir (a kubebuilder layout) and compares them with the committed files.
+func checkControllerGen(t *testing.T, dir, role, crd string) {
 	tools := harness.MustTools(t)
 	cg := tools.Path(t, "controller-gen", "CONTROLLER_TOOLS_VERSION", "controller-gen")
-	dir := filepath.Join(tools.RepoRoot, exampleDir)
+	exampleDir := dir
+	dir = filepath.Join(tools.RepoRoot, dir)
 	for args, committed := range map[string]string{
-		"object paths=./api/... output:object:stdout":                    "api/v1alpha1/zz_generated.deepcopy.go",
-		"crd paths=./... output:crd:stdout":                              "config/crd/bases/demo.gowatchtower.io_workloads.yaml",
-		"rbac:roleName=workload-operator paths=./... output:rbac:stdout": "config/rbac/role.yaml",
+		"object paths=./api/... output:object:stdout":               "api/v1alpha1/zz_generated.deepcopy.go",
+		"crd paths=./... output:crd:stdout":                         "config/crd/bases/" + crd,
+		"rbac:roleName=" + role + " paths=./... output:rbac:stdout": "config/rbac/role.yaml",
 	} {
 		cmd := exec.Command(cg, strings.Fields(args)...)
 		cmd.Dir = dir

@@ -60,6 +60,16 @@ func specs(repo, version string) []spec {
 			Binary:      "/manager",
 		},
 		{
+			Short:       "watchtower-operator",
+			Description: "the Watchtower operator: a Watchtower resource installs and watches a GoWatchtower pipeline",
+			Go: &goBuild{
+				Dir: filepath.Join(repo, "operator"), Package: "./cmd", Tags: []string{tzdataTag},
+				// The collectors it deploys default to the otelcol-watchtower image of its version.
+				LDFlags: []string{"-X main.version=" + version},
+			},
+			Binary: "/manager",
+		},
+		{
 			Short:       "stress-cpu",
 			Description: "a CPU-burning workload of GoWatchtower's example operator",
 			Go:          &goBuild{Dir: repo, Package: "./examples/workloads/stress-cpu", Tags: []string{tzdataTag}},

@@ -27,10 +27,7 @@ type Alertmanager struct {
 // with short group waits, clustering off, and waits for /-/ready.
 func StartAlertmanager(t TB, webhookURL string) *Alertmanager {
 	t.Helper()
-	tools := MustTools(t)
-	bin := tools.Path(t, "alertmanager", "ALERTMANAGER_VERSION", "alertmanager")
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`route:
+	return StartAlertmanagerWithConfig(t, []byte(fmt.Sprintf(`route:
   receiver: webhook
   group_by: [alertname]
   group_wait: 1s
@@ -41,9 +38,19 @@ receivers:
     webhook_configs:
       - url: %q
         send_resolved: true
-`, webhookURL)
+`, webhookURL)))
+}
+
+// StartAlertmanagerWithConfig starts Alertmanager with the configuration cfg (alertmanager.yml),
+// clustering off, and waits for /-/ready: Alertmanager refuses to start on a configuration it
+// cannot load.
+func StartAlertmanagerWithConfig(t TB, cfg []byte) *Alertmanager {
+	t.Helper()
+	tools := MustTools(t)
+	bin := tools.Path(t, "alertmanager", "ALERTMANAGER_VERSION", "alertmanager")
+	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "alertmanager.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	addr := Loopback(FreePort(t))
