@@ -20,7 +20,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
@@ -43,9 +45,15 @@ func watchtowerScheme(t *testing.T) *runtime.Scheme {
 	return s
 }
 
-func startKubeWithWatchtowerCRD(t *testing.T) (*harness.Kube, client.Client) {
+// startKubeWithWatchtowerCRD starts an API server with the Watchtower CRD and the CRDs in the
+// extra directories (relative to the repository).
+func startKubeWithWatchtowerCRD(t *testing.T, extra ...string) (*harness.Kube, client.Client) {
 	tools := harness.MustTools(t)
-	kube := harness.StartKube(t, harness.WithCRDs(filepath.Join(tools.RepoRoot, operatorDir, "config", "crd", "bases")))
+	dirs := []string{filepath.Join(tools.RepoRoot, operatorDir, "config", "crd", "bases")}
+	for _, d := range extra {
+		dirs = append(dirs, filepath.Join(tools.RepoRoot, d))
+	}
+	kube := harness.StartKube(t, harness.WithCRDs(dirs...))
 	c, err := client.New(kube.Config, client.Options{Scheme: watchtowerScheme(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -149,29 +157,14 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 	ctx := ctxTimeout(t, 6*time.Minute)
 
 	// Kafka with SASL_SSL (SCRAM-SHA-512) for the pipeline, as in production.
-	pki := newTestPKI(t)
-	cert, key := pki.issue(t, "kafka", pki.ca, pki.key, func(c *x509.Certificate) {
-		c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	})
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keystore, caPEM bytes.Buffer
-	_ = pem.Encode(&keystore, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	_ = pem.Encode(&keystore, &pem.Block{Type: "CERTIFICATE", Bytes: pki.ca.Raw})
-	_ = pem.Encode(&keystore, &pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
-	_ = pem.Encode(&caPEM, &pem.Block{Type: "CERTIFICATE", Bytes: pki.ca.Raw})
-	if err := os.WriteFile(pki.path("kafka-keystore.pem"), keystore.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	const user, password = "watchtower-pipeline", "scram-secret-51c2"
-	kafka := harness.StartKafka(t, harness.WithKafkaSASLSSL(harness.KafkaSASLSSL{KeystorePEM: pki.path("kafka-keystore.pem"), Users: map[string]string{user: password}}))
+	kafka, caPEM := startSASLSSLKafka(t, user, password, net.IPv4(127, 0, 0, 1))
 	jaeger := harness.StartJaeger(t)
 	sink := harness.NewWebhookSink(t)
 
-	kube, c := startKubeWithWatchtowerCRD(t)
+	// The prometheus-operator's ServiceMonitor and PrometheusRule CRDs are installed: the
+	// Watchtower gets both. (Its AlertmanagerConfig CRD is not: the routing is a Secret.)
+	kube, c := startKubeWithWatchtowerCRD(t, "deploy/crds")
 	bin := harness.BuildBinary(t, "./"+operatorDir+"/cmd")
 	metrics, probe := harness.Loopback(harness.FreePort(t)), harness.Loopback(harness.FreePort(t))
 	harness.StartProcess(t, harness.ProcessSpec{
@@ -192,7 +185,7 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 	}
 	for _, s := range []*corev1.Secret{
 		secret("kafka-credentials", map[string]string{"username": user, "password": password}),
-		secret("kafka-ca", map[string]string{"ca.crt": caPEM.String()}),
+		secret("kafka-ca", map[string]string{"ca.crt": string(caPEM)}),
 		secret("ops-webhook", map[string]string{"url": sink.URL}),
 	} {
 		if err := c.Create(ctx, s); err != nil {
@@ -263,16 +256,15 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 		return cond(w, wtv1.ConditionKafkaReachable).Status == metav1.ConditionTrue && w.Status.ObservedGeneration == w.Generation
 	})
 	adm := kadm.NewClient(kafka.Client(t))
-	details, err := adm.ListTopics(ctx, "otlp_spans", "otlp_metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(details["otlp_spans"].Partitions); n != 3 {
-		t.Errorf("otlp_spans has %d partitions, want 3", n)
-	}
-	if n := len(details["otlp_metrics"].Partitions); n != 1 {
-		t.Errorf("otlp_metrics has %d partitions, want 1", n)
-	}
+	// A topic just created reaches every broker's metadata a moment later.
+	waitFor(t, ctx, "the topics in Kafka's metadata with the spec's partitions", func() (bool, error) {
+		details, err := adm.ListTopics(ctx, "otlp_spans", "otlp_metrics")
+		if err != nil {
+			return false, err
+		}
+		s, m := len(details["otlp_spans"].Partitions), len(details["otlp_metrics"].Partitions)
+		return s == 3 && m == 1, fmt.Errorf("otlp_spans has %d partitions (want 3), otlp_metrics %d (want 1)", s, m)
+	})
 	cfgs, err := adm.DescribeTopicConfigs(ctx, "otlp_spans")
 	if err != nil {
 		t.Fatal(err)
@@ -320,6 +312,13 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 	for _, o := range []client.Object{&corev1.ConfigMap{}, &corev1.Service{}, &networkingv1.NetworkPolicy{}, &corev1.ServiceAccount{}} {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pipeline-gateway"}, o); err != nil {
 			t.Errorf("%T pipeline-gateway: %v", o, err)
+		}
+	}
+	for kind, name := range map[string]string{"ServiceMonitor": "pipeline-gateway", "PrometheusRule": "pipeline"} {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: kind})
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
+			t.Errorf("%s %s with the prometheus-operator's CRDs installed: %v", kind, name, err)
 		}
 	}
 	var endpoint corev1.ConfigMap
@@ -432,4 +431,31 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 		errC := c.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "watchtower-otlp"}, &corev1.ConfigMap{})
 		return apierrors.IsNotFound(errW) && apierrors.IsNotFound(errC), fmt.Errorf("watchtower: %v, configmap: %v", errW, errC)
 	})
+}
+
+// startSASLSSLKafka starts Kafka with a SASL_SSL listener (SCRAM-SHA-512) whose certificate is
+// for ip, knowing one user, and returns it with the CA's PEM; opts go to StartKafka.
+func startSASLSSLKafka(t *testing.T, user, password string, ip net.IP, opts ...harness.KafkaOption) (*harness.Kafka, []byte) {
+	t.Helper()
+	pki := newTestPKI(t)
+	cert, key := pki.issue(t, "kafka", pki.ca, pki.key, func(c *x509.Certificate) {
+		c.IPAddresses = []net.IP{ip}
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	})
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keystore, caPEM bytes.Buffer
+	_ = pem.Encode(&keystore, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	_ = pem.Encode(&keystore, &pem.Block{Type: "CERTIFICATE", Bytes: pki.ca.Raw})
+	_ = pem.Encode(&keystore, &pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
+	_ = pem.Encode(&caPEM, &pem.Block{Type: "CERTIFICATE", Bytes: pki.ca.Raw})
+	if err := os.WriteFile(pki.path("kafka-keystore.pem"), keystore.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kafka := harness.StartKafka(t, append(opts, harness.WithKafkaSASLSSL(harness.KafkaSASLSSL{
+		KeystorePEM: pki.path("kafka-keystore.pem"), Users: map[string]string{user: password},
+	}))...)
+	return kafka, caPEM.Bytes()
 }

@@ -376,6 +376,20 @@ type ComponentStatus struct {
 	Desired int32 `json:"desired"`
 	// Ready pods running the current configuration.
 	Ready int32 `json:"ready"`
+	// Spans are the spans its running pods have counted since they started, from their own
+	// metrics (the telemetry port).
+	// +optional
+	Spans *SpanCounts `json:"spans,omitempty"`
+}
+
+// SpanCounts are a collector workload's span counters, summed over its pods.
+type SpanCounts struct {
+	// Accepted by its receivers.
+	Accepted int64 `json:"accepted"`
+	// Refused by its receivers (memory limiter, full queue): the senders retry or drop them.
+	Refused int64 `json:"refused"`
+	// SendFailed by its exporters (Kafka, the traces backend) after their retries.
+	SendFailed int64 `json:"sendFailed"`
 }
 
 // WatchtowerList is a list of Watchtowers.

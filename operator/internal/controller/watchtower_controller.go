@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -94,7 +95,40 @@ type WatchtowerReconciler struct {
 	// Instrumentation are otelctrl's options for this controller.
 	Instrumentation []otelctrl.Option
 
-	states *pipelineStates
+	states     *pipelineStates
+	collectors *collectorReader
+	// kafkaChecks remembers the last Kafka check of each Watchtower: its collectors' status
+	// changes (a rollout) reconcile it often, and Kafka need not be asked each time.
+	kafkaChecks sync.Map // types.NamespacedName → kafkaCheck
+}
+
+// kafkaCheck is one check of a Watchtower's Kafka, valid for its generation and Secrets.
+type kafkaCheck struct {
+	generation int64
+	secrets    string
+	at         time.Time
+	topics     []v1alpha1.TopicStatus
+	err        error
+}
+
+// kafkaCheckTTL is how long a check stands for the same spec and Secrets.
+const kafkaCheckTTL = 5 * time.Second
+
+// checkKafka connects with the pipeline's credentials and creates the missing topics, or
+// returns the last result when it is recent and nothing it depends on changed.
+func (r *WatchtowerReconciler) checkKafka(ctx context.Context, wt *v1alpha1.Watchtower, creds kafka.Credentials, secretsHash string) ([]v1alpha1.TopicStatus, error) {
+	key := client.ObjectKeyFromObject(wt)
+	if v, ok := r.kafkaChecks.Load(key); ok {
+		c := v.(kafkaCheck)
+		if c.generation == wt.Generation && c.secrets == secretsHash && time.Since(c.at) < kafkaCheckTTL {
+			return c.topics, c.err
+		}
+	}
+	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	topics, err := kafka.Ensure(kctx, wt.Spec.Kafka, creds, topicsOf(wt))
+	r.kafkaChecks.Store(key, kafkaCheck{generation: wt.Generation, secrets: secretsHash, at: time.Now(), topics: topics, err: err})
+	return topics, err
 }
 
 // +kubebuilder:rbac:groups=observability.gowatchtower.io,resources=watchtowers,verbs=get;list;watch;update;patch
@@ -118,6 +152,7 @@ func (r *WatchtowerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Client.Get(ctx, req.NamespacedName, wt); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.states.forget(req.NamespacedName)
+			r.kafkaChecks.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -182,9 +217,7 @@ func (r *WatchtowerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if credErr != nil {
 		st.set(v1alpha1.ConditionKafkaReachable, false, "CredentialsMissing", credErr.Error())
 	} else {
-		kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		topics, err := kafka.Ensure(kctx, wt.Spec.Kafka, creds, topicsOf(wt))
-		cancel()
+		topics, err := r.checkKafka(ctx, wt, creds, secretsHash)
 		var ke *kafka.Error
 		switch {
 		case errors.As(err, &ke):
@@ -226,7 +259,7 @@ func (r *WatchtowerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 
 	// The collectors.
-	components, waiting, err := r.components(ctx, res.Objects)
+	components, waiting, problems, err := r.components(ctx, res.Objects)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -245,6 +278,8 @@ func (r *WatchtowerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			st.set(v1alpha1.ConditionDegraded, true, "KafkaUnreachable", st.message(v1alpha1.ConditionKafkaReachable))
 		case !backendOK:
 			st.set(v1alpha1.ConditionDegraded, true, "BackendUnreachable", st.message(v1alpha1.ConditionBackendReachable))
+		case len(problems) > 0:
+			st.set(v1alpha1.ConditionDegraded, true, "CollectorsFailing", strings.Join(problems, "; "))
 		default:
 			st.set(v1alpha1.ConditionDegraded, false, "AsExpected", "nothing the pipeline needs is failing")
 		}
@@ -450,9 +485,9 @@ func annotateSecretsHash(o *unstructured.Unstructured, hash string) {
 }
 
 // components reports each collector workload's readiness; waiting says what is not ready yet.
-func (r *WatchtowerReconciler) components(ctx context.Context, objs []*unstructured.Unstructured) ([]v1alpha1.ComponentStatus, []string, error) {
-	var out []v1alpha1.ComponentStatus
-	var waiting []string
+// problems says what the collectors' own metrics show failing since the last check. objs are
+// as applied: their generation is the API server's, which the cache may not have yet.
+func (r *WatchtowerReconciler) components(ctx context.Context, objs []*unstructured.Unstructured) (out []v1alpha1.ComponentStatus, waiting, problems []string, err error) {
 	for _, o := range objs {
 		key := types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}
 		var cs v1alpha1.ComponentStatus
@@ -461,35 +496,43 @@ func (r *WatchtowerReconciler) components(ctx context.Context, objs []*unstructu
 		case "Deployment":
 			d := &appsv1.Deployment{}
 			if err := r.Client.Get(ctx, key, d); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			want := ptrDeref(d.Spec.Replicas, 1)
 			cs = v1alpha1.ComponentStatus{Name: d.Name, Kind: "Deployment", Desired: want, Ready: min(d.Status.UpdatedReplicas, d.Status.ReadyReplicas)}
-			if d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas < want || d.Status.ReadyReplicas < want || d.Status.Replicas > want {
+			if d.Status.ObservedGeneration < max(d.Generation, o.GetGeneration()) || d.Status.UpdatedReplicas < want || d.Status.ReadyReplicas < want || d.Status.Replicas > want {
 				why = fmt.Sprintf("Deployment %s: %d of %d pods ready with the current configuration", d.Name, cs.Ready, want)
 			}
 		case "StatefulSet":
 			s := &appsv1.StatefulSet{}
 			if err := r.Client.Get(ctx, key, s); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			want := ptrDeref(s.Spec.Replicas, 1)
 			cs = v1alpha1.ComponentStatus{Name: s.Name, Kind: "StatefulSet", Desired: want, Ready: min(s.Status.UpdatedReplicas, s.Status.ReadyReplicas)}
-			if s.Status.ObservedGeneration < s.Generation || s.Status.UpdatedReplicas < want || s.Status.ReadyReplicas < want {
+			if s.Status.ObservedGeneration < max(s.Generation, o.GetGeneration()) || s.Status.UpdatedReplicas < want || s.Status.ReadyReplicas < want {
 				why = fmt.Sprintf("StatefulSet %s: %d of %d pods ready with the current configuration", s.Name, cs.Ready, want)
 			}
 		case "DaemonSet":
 			d := &appsv1.DaemonSet{}
 			if err := r.Client.Get(ctx, key, d); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			want := d.Status.DesiredNumberScheduled
 			cs = v1alpha1.ComponentStatus{Name: d.Name, Kind: "DaemonSet", Desired: want, Ready: min(d.Status.UpdatedNumberScheduled, d.Status.NumberReady)}
-			if d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedNumberScheduled < want || d.Status.NumberReady < want {
+			if d.Status.ObservedGeneration < max(d.Generation, o.GetGeneration()) || d.Status.UpdatedNumberScheduled < want || d.Status.NumberReady < want {
 				why = fmt.Sprintf("DaemonSet %s: %d of %d pods ready with the current configuration", d.Name, cs.Ready, want)
 			}
 		default:
 			continue
+		}
+		if sel, ok, _ := unstructured.NestedStringMap(o.Object, "spec", "selector", "matchLabels"); ok && r.APIReader != nil {
+			spans, found, err := r.collectors.read(ctx, r.APIReader, key.Namespace, sel, o.GetKind()+" "+o.GetName())
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			cs.Spans = spans
+			problems = append(problems, found...)
 		}
 		out = append(out, cs)
 		if why != "" {
@@ -497,7 +540,7 @@ func (r *WatchtowerReconciler) components(ctx context.Context, objs []*unstructu
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, waiting, nil
+	return out, waiting, problems, nil
 }
 
 // apiVersions lists what the cluster serves in the optional groups, as Helm's capabilities.
@@ -606,6 +649,7 @@ func (r *WatchtowerReconciler) writeStatus(ctx context.Context, wt *v1alpha1.Wat
 // collector workloads changes.
 func (r *WatchtowerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.states = newPipelineStates()
+	r.collectors = newCollectorReader()
 	if err := metrics.Registry.Register(r.states); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	"helm.sh/helm/v4/pkg/ignore"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
@@ -168,15 +169,19 @@ func Values(wt *v1alpha1.Watchtower, opts Options) (map[string]any, error) {
 	if s.Gateway.Replicas != nil {
 		gateway["replicas"] = *s.Gateway.Replicas
 	}
-	if s.Gateway.Resources != nil {
-		gateway["resources"] = s.Gateway.Resources
+	withResources(gateway, s.Gateway.Resources)
+	// Several replicas: a voluntary disruption (a node drain) takes one at a time. The chart's
+	// defaults keep one gateway available and let one sampler go.
+	if s.Gateway.Replicas != nil && *s.Gateway.Replicas > 1 {
+		gateway["podDisruptionBudget"] = map[string]any{"enabled": true}
 	}
 	sampler := map[string]any{"enabled": s.Sampler.Enabled}
 	if s.Sampler.Replicas != nil {
 		sampler["replicas"] = *s.Sampler.Replicas
 	}
-	if s.Sampler.Resources != nil {
-		sampler["resources"] = s.Sampler.Resources
+	withResources(sampler, s.Sampler.Resources)
+	if s.Sampler.Replicas != nil && *s.Sampler.Replicas > 1 {
+		sampler["podDisruptionBudget"] = map[string]any{"enabled": true}
 	}
 
 	// The NetworkPolicies' egress: the ports of the brokers and of the backend, whatever they are.
@@ -241,6 +246,20 @@ func truncName(s string, n int) string {
 		s = s[:n]
 	}
 	return strings.TrimSuffix(s, "-")
+}
+
+// withResources sets a tier's resources and, from its memory limit, its memory limiter as the
+// chart's defaults have it (2Gi → 1536 MiB, spike 384 MiB): the limiter at 75 % of the limit,
+// the spike at a quarter of that, so the collector refuses data before the kernel kills it.
+func withResources(tier map[string]any, r *corev1.ResourceRequirements) {
+	if r == nil {
+		return
+	}
+	tier["resources"] = r
+	if mem, ok := r.Limits[corev1.ResourceMemory]; ok && mem.Value() > 0 {
+		limit := mem.Value() * 3 / 4 >> 20
+		tier["memoryLimiter"] = map[string]any{"limitMiB": limit, "spikeLimitMiB": limit / 4}
+	}
 }
 
 func isTrue(b *bool) bool { return b == nil || *b }

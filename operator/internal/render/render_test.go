@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -116,6 +118,24 @@ func TestRenderCarriesTheSpecIntoTheChart(t *testing.T) {
 	}
 }
 
+// A tier's memory limit sets its memory limiter, as in the chart's defaults: the collector
+// refuses data before the kernel kills it.
+func TestMemoryLimiterFollowsTheLimit(t *testing.T) {
+	wt := watchtower()
+	wt.Spec.Gateway.Resources = &corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+	}
+	res, err := Render(wt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := env(t, find(t, res.Objects, "Deployment", "pipeline-gateway"))
+	if e["WATCHTOWER_MEMORY_LIMIT_MIB"] != "768" || e["WATCHTOWER_MEMORY_SPIKE_LIMIT_MIB"] != "192" {
+		t.Errorf("memory limiter %s/%s MiB for a 1Gi limit, want 768/192", e["WATCHTOWER_MEMORY_LIMIT_MIB"], e["WATCHTOWER_MEMORY_SPIKE_LIMIT_MIB"])
+	}
+}
+
 // The same spec renders the same pods (an operator upgrade restarts nothing); a new slow
 // threshold changes them (the collectors roll with it).
 func TestConfigHashFollowsThePods(t *testing.T) {
@@ -178,6 +198,8 @@ func TestSamplerTier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	find(t, res.Objects, "PodDisruptionBudget", "pipeline-gateway")
+	find(t, res.Objects, "PodDisruptionBudget", "pipeline-sampler")
 	s := find(t, res.Objects, "Deployment", "pipeline-sampler")
 	if r, _, _ := unstructured.NestedInt64(s.Object, "spec", "replicas"); r != 3 {
 		t.Errorf("sampler replicas %d", r)
