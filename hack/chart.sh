@@ -8,8 +8,8 @@
 #                                        with a top-level `groups:`; the PrometheusRule wrapper, the
 #                                        promtool tests and the Alertmanager example are not)
 #                            dashboards/ deploy/dashboards/*.json
-#   hack/chart.sh crds     generate deploy/crds/ (the prometheus-operator ServiceMonitor and
-#                          PrometheusRule CRDs the tests install) with the pinned controller-gen
+#   hack/chart.sh crds     generate deploy/crds/ (the prometheus-operator ServiceMonitor,
+#                          PrometheusRule and AlertmanagerConfig CRDs the tests install) with the pinned controller-gen
 #                          from github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
 #                          at $PROMETHEUS_OPERATOR_VERSION (tools/versions.env)
 #   hack/chart.sh          both
@@ -23,9 +23,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart_files=$repo/deploy/helm/otelcol-watchtower/files
 crds=$repo/deploy/crds
 po_module=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
-# The kinds the chart renders; the other monitoring.coreos.com CRDs (Prometheus, Alertmanager...)
+# The kinds the chart and the Watchtower operator render; the other monitoring.coreos.com CRDs (Prometheus, Alertmanager...)
 # are megabytes that nothing here uses.
-crd_kinds=(servicemonitors prometheusrules)
+crd_kinds=(servicemonitors prometheusrules alertmanagerconfigs)
 
 die() { echo "chart: $*" >&2; exit 1; }
 
@@ -61,10 +61,10 @@ crds_into() {
   (
     cd "$mod"
     printf 'module gowatchtower.local/crds\n\ngo 1.26\n' >go.mod
-    printf 'package crds\n\nimport _ "%s/v1"\n' "$po_module" >crds.go
+    printf 'package crds\n\nimport (\n\t_ "%s/v1"\n\t_ "%s/v1alpha1"\n)\n' "$po_module" "$po_module" >crds.go
     go get "$po_module@$version" >/dev/null 2>&1 || go get "$po_module@$version"
     go mod tidy >/dev/null 2>&1 || go mod tidy
-    "$cg" crd:crdVersions=v1 paths="$po_module/v1" output:crd:dir="$mod/out"
+    "$cg" crd:crdVersions=v1 paths="$po_module/v1;$po_module/v1alpha1" output:crd:dir="$mod/out"
   )
   for kind in "${crd_kinds[@]}"; do
     local f=monitoring.coreos.com_$kind.yaml

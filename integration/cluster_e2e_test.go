@@ -33,8 +33,9 @@ const (
 // pod's Kubernetes metadata) and the gateway to Kafka, Prometheus and Jaeger; then helm upgrade
 // and uninstall.
 func TestClusterEndToEnd(t *testing.T) {
-	// Beside the other parallel tests: it is the only one with a cluster among them (the
-	// sequential TestClusterNode and TestClusterReapedAfterKill have finished theirs).
+	// Beside the other parallel tests; it takes turns with TestWatchtowerInCluster for the
+	// process' one cluster (StartCluster waits), and the sequential TestClusterNode and
+	// TestClusterReapedAfterKill have finished theirs.
 	t.Parallel()
 	tools := harness.MustTools(t)
 	root := tools.RepoRoot

@@ -34,8 +34,8 @@ import (
 // is lost from Kafka → a wrong Kafka password makes KafkaReachable=False with its reason, a fixed
 // one recovers → deleting the Watchtower removes everything it created.
 func TestWatchtowerInCluster(t *testing.T) {
-	// Beside the parallel tests, like TestClusterEndToEnd; the sequential cluster tests have
-	// finished theirs.
+	// Beside the parallel tests, taking turns with TestClusterEndToEnd for the process' one
+	// cluster (StartCluster waits for it).
 	t.Parallel()
 	tools := harness.MustTools(t)
 	root := tools.RepoRoot

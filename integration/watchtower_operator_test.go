@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -163,16 +164,10 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 	sink := harness.NewWebhookSink(t)
 
 	// The prometheus-operator's ServiceMonitor and PrometheusRule CRDs are installed: the
-	// Watchtower gets both. (Its AlertmanagerConfig CRD is not: the routing is a Secret.)
-	kube, c := startKubeWithWatchtowerCRD(t, "deploy/crds")
-	bin := harness.BuildBinary(t, "./"+operatorDir+"/cmd")
-	metrics, probe := harness.Loopback(harness.FreePort(t)), harness.Loopback(harness.FreePort(t))
-	harness.StartProcess(t, harness.ProcessSpec{
-		Name: "watchtower-operator",
-		Path: bin,
-		Args: []string{"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probe, "--collector-image-tag=0.1.0"},
-		Env:  []string{"KUBECONFIG=" + kubeconfigFor(t, kube), "OTEL_SERVICE_NAME=watchtower-operator", "OTEL_EXPORTER_OTLP_ENDPOINT=http://" + harness.Loopback(harness.FreePort(t))},
-	}).MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+probe+"/readyz"))
+	// Watchtower gets both. (Its AlertmanagerConfig CRD is not: the routing is a Secret;
+	// TestWatchtowerAlertmanagerConfig has it.)
+	kube, c := startKubeWithWatchtowerCRD(t, "deploy/crds/monitoring.coreos.com_servicemonitors.yaml", "deploy/crds/monitoring.coreos.com_prometheusrules.yaml")
+	metrics := startWatchtowerOperator(t, kube)
 
 	const ns = "observability"
 	for _, n := range []string{ns, "team-a"} {
@@ -207,6 +202,7 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 			TracesBackend:    wtv1.TracesBackendSpec{Endpoint: jaeger.OTLPGRPC, Insecure: true},
 			Sampling:         wtv1.SamplingSpec{SlowThreshold: &metav1.Duration{Duration: time.Second}},
 			ServedNamespaces: []string{"team-a"},
+			Agent:            wtv1.AgentSpec{Enabled: true},
 			Alerting: wtv1.AlertingSpec{Receivers: []wtv1.AlertReceiver{{
 				Name: "ops", Type: "Webhook", Severities: []string{"critical"},
 				URLSecret: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "ops-webhook"}, Key: "url"},
@@ -321,6 +317,11 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 			t.Errorf("%s %s with the prometheus-operator's CRDs installed: %v", kind, name, err)
 		}
 	}
+	// The agent's ClusterRole: cluster-scoped, so no owner reference; the finalizer removes it.
+	var agentRole rbacv1.ClusterRole
+	if err := c.Get(ctx, client.ObjectKey{Name: "observability-pipeline-agent"}, &agentRole); err != nil {
+		t.Errorf("the agent's ClusterRole: %v", err)
+	}
 	var endpoint corev1.ConfigMap
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "watchtower-otlp"}, &endpoint); err != nil {
 		t.Fatalf("the served namespace's endpoint ConfigMap: %v", err)
@@ -426,10 +427,12 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 	if err := c.Delete(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, "the Watchtower and the served namespace's ConfigMap to be gone", func() (bool, error) {
+	waitFor(t, ctx, "the Watchtower, the served namespace's ConfigMap and the agent's ClusterRole to be gone", func() (bool, error) {
 		errW := c.Get(ctx, wtKey, &wtv1.Watchtower{})
 		errC := c.Get(ctx, client.ObjectKey{Namespace: "team-a", Name: "watchtower-otlp"}, &corev1.ConfigMap{})
-		return apierrors.IsNotFound(errW) && apierrors.IsNotFound(errC), fmt.Errorf("watchtower: %v, configmap: %v", errW, errC)
+		errR := c.Get(ctx, client.ObjectKey{Name: "observability-pipeline-agent"}, &rbacv1.ClusterRole{})
+		return apierrors.IsNotFound(errW) && apierrors.IsNotFound(errC) && apierrors.IsNotFound(errR),
+			fmt.Errorf("watchtower: %v, configmap: %v, clusterrole: %v", errW, errC, errR)
 	})
 }
 
@@ -458,4 +461,77 @@ func startSASLSSLKafka(t *testing.T, user, password string, ip net.IP, opts ...h
 		KeystorePEM: pki.path("kafka-keystore.pem"), Users: map[string]string{user: password},
 	}))...)
 	return kafka, caPEM.Bytes()
+}
+
+// startWatchtowerOperator runs the operator's binary against kube and returns the address of
+// its /metrics.
+func startWatchtowerOperator(t *testing.T, kube *harness.Kube) string {
+	t.Helper()
+	bin := harness.BuildBinary(t, "./"+operatorDir+"/cmd")
+	metrics, probe := harness.Loopback(harness.FreePort(t)), harness.Loopback(harness.FreePort(t))
+	harness.StartProcess(t, harness.ProcessSpec{
+		Name: "watchtower-operator",
+		Path: bin,
+		Args: []string{"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probe, "--collector-image-tag=0.1.0"},
+		// No collector: the operator's SDK must neither block nor crash it.
+		Env: []string{"KUBECONFIG=" + kubeconfigFor(t, kube), "OTEL_SERVICE_NAME=watchtower-operator", "OTEL_EXPORTER_OTLP_ENDPOINT=http://" + harness.Loopback(harness.FreePort(t))},
+	}).MustWaitReady(t, 60*time.Second, harness.HTTPStatusOK("http://"+probe+"/readyz"))
+	return metrics
+}
+
+// TestWatchtowerAlertmanagerConfig: with the prometheus-operator's CRDs installed, a
+// Watchtower's alert routing is an AlertmanagerConfig that the real CRD's schema keeps whole,
+// referring to the receivers' Secrets instead of copying their URLs, and no Secret is written.
+func TestWatchtowerAlertmanagerConfig(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
+	ctx := ctxTimeout(t, 2*time.Minute)
+	kube, c := startKubeWithWatchtowerCRD(t, "deploy/crds")
+	startWatchtowerOperator(t, kube)
+	wt := validWatchtower("routed")
+	wt.Spec.Alerting.Receivers = []wtv1.AlertReceiver{
+		{Name: "oncall", Type: "Slack", Channel: "#operators", Severities: []string{"critical"},
+			URLSecret: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "slack"}, Key: "url"}},
+		{Name: "teams", Type: "MSTeams", URLSecret: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "teams"}, Key: "url"}},
+		{Name: "whatsapp-bridge", Type: "Webhook", URLSecret: corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "bridge"}, Key: "url"}},
+	}
+	if err := c.Create(ctx, wt); err != nil {
+		t.Fatal(err)
+	}
+	amc := &unstructured.Unstructured{}
+	amc.SetGroupVersionKind(schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1alpha1", Kind: "AlertmanagerConfig"})
+	waitFor(t, ctx, "the AlertmanagerConfig routed-alertmanager", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "routed-alertmanager"}, amc)
+		return err == nil, err
+	})
+	receivers, _, _ := unstructured.NestedSlice(amc.Object, "spec", "receivers")
+	byName := map[string]map[string]any{}
+	for _, r := range receivers {
+		m := r.(map[string]any)
+		byName[m["name"].(string)] = m
+	}
+	for name, want := range map[string][]string{
+		"oncall":          {"slackConfigs", "apiURL", "slack", "url"},
+		"teams":           {"msteamsConfigs", "webhookUrl", "teams", "url"},
+		"whatsapp-bridge": {"webhookConfigs", "urlSecret", "bridge", "url"},
+	} {
+		cfgs, _, _ := unstructured.NestedSlice(byName[name], want[0])
+		if len(cfgs) != 1 {
+			t.Errorf("receiver %s: %s = %v (the CRD dropped or never got it)", name, want[0], byName[name])
+			continue
+		}
+		ref, _, _ := unstructured.NestedStringMap(cfgs[0].(map[string]any), want[1])
+		if ref["name"] != want[2] || ref["key"] != want[3] {
+			t.Errorf("receiver %s: %s.%s = %v, want the Secret %s key %s", name, want[0], want[1], ref, want[2], want[3])
+		}
+	}
+	if ch, _, _ := unstructured.NestedSlice(byName["oncall"], "slackConfigs"); len(ch) == 1 && ch[0].(map[string]any)["channel"] != "#operators" {
+		t.Errorf("the Slack receiver lost its channel: %v", ch[0])
+	}
+	routes, _, _ := unstructured.NestedSlice(amc.Object, "spec", "route", "routes")
+	if len(routes) != 3 {
+		t.Errorf("%d routes, want one per receiver: %v", len(routes), routes)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "routed-alertmanager"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a Secret routed-alertmanager was written beside the AlertmanagerConfig: %v", err)
+	}
 }

@@ -102,9 +102,13 @@ var clusterPrereqs = [][2]string{
 	{"/usr/lib/cni/loopback", "containernetworking-plugins"},
 }
 
+// clusterSlot holds the turn of the one cluster a test process runs at a time.
+var clusterSlot = make(chan struct{}, 1)
+
 // StartCluster brings up a single-node cluster and registers its complete teardown: processes,
 // containers, mounts, cgroups, the network namespace, the host's sysctls. A cluster left by a
-// test binary that died is torn down first.
+// test binary that died is torn down first. A second call in the same process waits until the
+// first cluster is removed.
 func StartCluster(t TB, opts ...ClusterOption) *Cluster {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -114,6 +118,15 @@ func StartCluster(t TB, opts ...ClusterOption) *Cluster {
 		if _, err := exec.LookPath(p[0]); err != nil {
 			t.Fatalf("harness: a cluster needs %s (Debian package %s): install it with the README's apt-get line", p[0], p[1])
 		}
+	}
+	// One cluster at a time in a test process (it is named after the process, and its node has
+	// the one ClusterNodeIP): parallel tests that each start one take turns. Released after the
+	// teardown (cleanups run last-in first-out).
+	waitStart := time.Now()
+	clusterSlot <- struct{}{}
+	t.Cleanup(func() { <-clusterSlot })
+	if w := time.Since(waitStart); w > time.Second {
+		t.Logf("harness: waited %s for this process' previous cluster to be removed", w.Round(100*time.Millisecond))
 	}
 	for _, err := range ReapClusters() {
 		t.Logf("harness: reaping a cluster left behind: %v", err)
