@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -135,15 +134,7 @@ spec:
 	if wt.Status.OTLPEndpoint == nil || wt.Status.OTLPEndpoint.HTTP != "http://pipeline-gateway.observability.svc:4318" {
 		t.Fatalf("status.otlpEndpoint %+v", wt.Status.OTLPEndpoint)
 	}
-	adm := kadm.NewClient(kafka.Client(t))
-	waitFor(t, ctx, "the topics in Kafka's metadata with the spec's partitions", func() (bool, error) {
-		details, err := adm.ListTopics(ctx, "otlp_spans", "otlp_metrics")
-		if err != nil {
-			return false, err
-		}
-		s, m := len(details["otlp_spans"].Partitions), len(details["otlp_metrics"].Partitions)
-		return s == 2 && m == 1, fmt.Errorf("otlp_spans has %d partitions (want 2), otlp_metrics %d (want 1)", s, m)
-	})
+	waitTopicPartitions(t, ctx, kafka, map[string]int{"otlp_spans": 2, "otlp_metrics": 1})
 
 	// The Watchtower operator is its own first user: its reconciles go to the pipeline it made.
 	kubectl("-n", "watchtower-system", "set", "env", "deployment/watchtower-operator", "--from=configmap/watchtower-otlp")

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -251,16 +252,8 @@ func TestWatchtowerOperatorWiresThePipeline(t *testing.T) {
 	got := waitStatus("KafkaReachable=True", func(w *wtv1.Watchtower) bool {
 		return cond(w, wtv1.ConditionKafkaReachable).Status == metav1.ConditionTrue && w.Status.ObservedGeneration == w.Generation
 	})
+	waitTopicPartitions(t, ctx, kafka, map[string]int{"otlp_spans": 3, "otlp_metrics": 1})
 	adm := kadm.NewClient(kafka.Client(t))
-	// A topic just created reaches every broker's metadata a moment later.
-	waitFor(t, ctx, "the topics in Kafka's metadata with the spec's partitions", func() (bool, error) {
-		details, err := adm.ListTopics(ctx, "otlp_spans", "otlp_metrics")
-		if err != nil {
-			return false, err
-		}
-		s, m := len(details["otlp_spans"].Partitions), len(details["otlp_metrics"].Partitions)
-		return s == 3 && m == 1, fmt.Errorf("otlp_spans has %d partitions (want 3), otlp_metrics %d (want 1)", s, m)
-	})
 	cfgs, err := adm.DescribeTopicConfigs(ctx, "otlp_spans")
 	if err != nil {
 		t.Fatal(err)
@@ -534,4 +527,27 @@ func TestWatchtowerAlertmanagerConfig(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "routed-alertmanager"}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a Secret routed-alertmanager was written beside the AlertmanagerConfig: %v", err)
 	}
+}
+
+// waitTopicPartitions waits until Kafka's metadata has each topic with its partitions: a topic
+// just created reaches every broker's metadata a moment later.
+func waitTopicPartitions(t *testing.T, ctx context.Context, kafka *harness.Kafka, want map[string]int) {
+	t.Helper()
+	adm := kadm.NewClient(kafka.Client(t))
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	waitFor(t, ctx, fmt.Sprintf("the topics %v in Kafka's metadata", want), func() (bool, error) {
+		details, err := adm.ListTopics(ctx, names...)
+		if err != nil {
+			return false, err
+		}
+		for n, p := range want {
+			if got := len(details[n].Partitions); got != p {
+				return false, fmt.Errorf("%s has %d partitions, want %d", n, got, p)
+			}
+		}
+		return true, nil
+	})
 }
