@@ -41,6 +41,9 @@ func TestWatchtowerInCluster(t *testing.T) {
 	images := harness.ImageArchives(t, "pause", "otelcol-watchtower", "watchtower-operator", "workload-operator", "memory-load")
 	ctx := ctxTimeout(t, 15*time.Minute)
 	c := harness.StartCluster(t, harness.WithClusterImages(images...))
+	begin := time.Now()
+	// phase says how far into the test (after its cluster) a step ended, to see what takes long.
+	phase := func(what string) { t.Logf("watchtower: %s at %s", what, time.Since(begin).Round(100*time.Millisecond)) }
 	kubectl := func(args ...string) string {
 		t.Helper()
 		out, err := c.Kubectl(ctx, args...)
@@ -145,12 +148,14 @@ spec:
 	kubectl("apply", "-k", filepath.Join(root, "examples/workload-operator/config/default"))
 	kubectl("-n", servedNS, "set", "env", "deployment/workload-operator", "--from=configmap/watchtower-otlp")
 	kubectl("-n", servedNS, "rollout", "status", "deployment/workload-operator", "--timeout=2m")
+	phase("the example operator rolled out with the endpoint")
 	kubectl("apply", "-f", filepath.Join(root, "examples/workload-operator/config/samples/slow-memory.yaml"))
 	waitFor(t, ctx, "the slow reconcile of slow-memory in Jaeger, through the Watchtower's gateway", func() (bool, error) {
 		traces, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: "workload-operator", Operation: "reconcile workload",
 			MinDuration: time.Second, Tags: map[string]string{"watchtower.object.name": "slow-memory"}, Limit: 1})
 		return err == nil && len(traces) > 0, err
 	})
+	phase("the slow reconcile in Jaeger")
 	var svc corev1.Service
 	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pipeline-gateway"}, &svc); err != nil {
 		t.Fatal(err)
@@ -164,6 +169,7 @@ spec:
 		t.Errorf("the example operator's metrics through the Watchtower's gateway: %v", err)
 	}
 
+	phase("the example operator's metrics in Prometheus")
 	// A new slow threshold: the collectors roll onto it, and nothing is lost from Kafka.
 	telemetrygen := tools.Path(t, "telemetrygen", "TELEMETRYGEN_VERSION", "telemetrygen")
 	sent := 0
@@ -241,7 +247,9 @@ spec:
 	})
 
 	// The operator reads the collectors' own counters: the rolled gateway accepted at least
-	// the spans sent to it since.
+	// the spans sent to it since. They are read at each reconcile (every minute when all is
+	// well); any change to the Watchtower, such as an annotation, reconciles it at once.
+	kubectl("-n", ns, "annotate", "watchtower", "pipeline", "example.com/refreshed="+time.Now().Format(time.RFC3339Nano), "--overwrite")
 	waitStatus("the gateway's accepted spans in status.components", func(w *wtv1.Watchtower) bool {
 		for _, cs := range w.Status.Components {
 			if cs.Name == "pipeline-gateway" && cs.Spans != nil && cs.Spans.Accepted >= int64(sent/2) {
@@ -252,6 +260,7 @@ spec:
 		return false
 	})
 
+	phase("the gateway's counters in the status")
 	// A wrong password, then the right one again.
 	patch := func(p string) {
 		t.Helper()
@@ -285,6 +294,7 @@ spec:
 		pods := listPods(t, ctx, c, ns, "app.kubernetes.io/component=gateway")
 		return strings.TrimSpace(out) == "" && len(pods) == 0, fmt.Errorf("left: %s; gateway pods: %s", out, podStates(pods))
 	})
+	phase("everything removed")
 	for _, s := range []string{"kafka-credentials", "kafka-ca"} {
 		if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: s}, &corev1.Secret{}); apierrors.IsNotFound(err) {
 			t.Errorf("the user's Secret %s was deleted with the Watchtower", s)

@@ -61,6 +61,9 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "watchtower-operator.observability.gowatchtower.io",
+		// The process exits once the manager stops: handing the lease over at once lets a
+		// rollout's new pod lead without waiting for the lease to expire.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		log.Error(err, "unable to create the manager")
