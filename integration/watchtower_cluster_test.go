@@ -211,6 +211,60 @@ spec:
 	if !containsEnv(dep.Spec.Template.Spec.Containers[0].Env, "WATCHTOWER_SLOW_THRESHOLD_MS", "2000") {
 		t.Errorf("the gateway's env after the change: %v", dep.Spec.Template.Spec.Containers[0].Env)
 	}
+	// The new threshold applies: after the roll, a 2.5 s reconcile is kept and a 1.5 s one,
+	// kept under the old 1 s threshold, is not. The 1.5 s one reaches the gateway first, so it
+	// is decided first: once the 2.5 s one is in Jaeger, the other's decision is made.
+	workload := func(name, delay string) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), name+".yaml")
+		if err := os.WriteFile(f, []byte(fmt.Sprintf(`apiVersion: demo.gowatchtower.io/v1alpha1
+kind: Workload
+metadata: {name: %s, namespace: default}
+spec: {type: memory-load, replicas: 0, load: 8Mi, reconcileDelay: %s}
+`, name, delay)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		kubectl("apply", "-f", f)
+	}
+	reconcileSpans := func(name string) (int, error) {
+		tds, err := kafka.ReadAllTraces(ctx, "otlp_spans")
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, td := range tds {
+			for i := 0; i < td.ResourceSpans().Len(); i++ {
+				for j := 0; j < td.ResourceSpans().At(i).ScopeSpans().Len(); j++ {
+					spans := td.ResourceSpans().At(i).ScopeSpans().At(j).Spans()
+					for k := 0; k < spans.Len(); k++ {
+						if v, ok := spans.At(k).Attributes().Get("watchtower.object.name"); ok && v.AsString() == name && spans.At(k).Name() == "reconcile workload" {
+							n++
+						}
+					}
+				}
+			}
+		}
+		return n, nil
+	}
+	inJaeger := func(name string) (int, error) {
+		traces, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: "workload-operator", Operation: "reconcile workload",
+			Tags: map[string]string{"watchtower.object.name": name}, Limit: 10})
+		return len(traces), err
+	}
+	workload("under-threshold", "1500ms")
+	waitFor(t, ctx, "under-threshold's reconcile at the gateway (in Kafka)", func() (bool, error) {
+		n, err := reconcileSpans("under-threshold")
+		return n > 0, err
+	})
+	workload("over-threshold", "2500ms")
+	waitFor(t, ctx, "over-threshold's 2.5 s reconcile in Jaeger", func() (bool, error) {
+		n, err := inJaeger("over-threshold")
+		return n > 0, err
+	})
+	if n, err := inJaeger("under-threshold"); err != nil || n != 0 {
+		t.Errorf("under-threshold's 1.5 s reconciles: %d traces in Jaeger (%v), want none under the 2 s threshold", n, err)
+	}
+	phase("the new threshold applied")
 	send(service)
 	kctx, kcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer kcancel()
