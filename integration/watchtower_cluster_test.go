@@ -64,6 +64,9 @@ func TestWatchtowerInCluster(t *testing.T) {
 	kafka, caPEM := startSASLSSLKafka(t, user, password, net.ParseIP(nodeNet.Host), harness.WithKafkaNetwork(nodeNet))
 	jaeger := harness.StartJaeger(t, harness.WithJaegerNetwork(nodeNet))
 
+	// The alert receiver: a webhook on the test's end of the node's network.
+	sink := harness.NewWebhookSinkOn(t, c.HostIP())
+
 	start := time.Now()
 	kubectl("apply", "-k", filepath.Join(root, operatorDir, "config/default"))
 	kubectl("-n", "watchtower-system", "rollout", "status", "deployment/watchtower-operator", "--timeout=2m")
@@ -90,6 +93,11 @@ stringData:
   ca.crt: |
 %[5]s
 ---
+apiVersion: v1
+kind: Secret
+metadata: {name: ops-webhook, namespace: %[1]s}
+stringData: {url: %[8]q}
+---
 apiVersion: observability.gowatchtower.io/v1alpha1
 kind: Watchtower
 metadata: {name: pipeline, namespace: %[1]s}
@@ -108,7 +116,13 @@ spec:
       requests: {cpu: 100m, memory: 128Mi}
       limits: {cpu: "1", memory: 1Gi}
   servedNamespaces: [%[2]s, watchtower-system]
-`, ns, servedNS, user, password, indent(string(caPEM), "    "), kafka.SecureBootstrap, jaeger.OTLPGRPC)
+  alerting:
+    receivers:
+    - name: ops
+      type: Webhook
+      severities: [critical]
+      urlSecret: {name: ops-webhook, key: url}
+`, ns, servedNS, user, password, indent(string(caPEM), "    "), kafka.SecureBootstrap, jaeger.OTLPGRPC, sink.URL)
 	mf := filepath.Join(t.TempDir(), "watchtower.yaml")
 	if err := os.WriteFile(mf, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
@@ -160,8 +174,20 @@ spec:
 	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pipeline-gateway"}, &svc); err != nil {
 		t.Fatal(err)
 	}
+	// Prometheus and Alertmanager in the node's network: the gateway's exporter through its
+	// Service, the Watchtower operator's own /metrics on its pod, GoWatchtower's rules, and the
+	// Alertmanager configuration the operator rendered for the Watchtower.
+	var amSecret corev1.Secret
+	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pipeline-alertmanager"}, &amSecret); err != nil {
+		t.Fatal(err)
+	}
+	am := harness.StartAlertmanagerWithConfig(t, amSecret.Data["alertmanager.yaml"], harness.WithAlertmanagerNetwork(nodeNet))
+	opPod := waitPodsReady(t, ctx, c, "watchtower-system", "app.kubernetes.io/name=watchtower-operator", 1)[0]
 	prom := harness.StartPrometheus(t, harness.WithPrometheusNetwork(nodeNet), harness.WithScrapeInterval(2*time.Second),
-		harness.WithScrapeTarget("otelcol-watchtower", svc.Spec.ClusterIP+":8889", "/metrics"))
+		harness.WithScrapeTarget("otelcol-watchtower", svc.Spec.ClusterIP+":8889", "/metrics"),
+		harness.WithScrapeTarget("watchtower-operator", net.JoinHostPort(opPod.Status.PodIP, "8080"), "/metrics"),
+		harness.WithRuleFiles(filepath.Join(root, "deploy", "alerts", "watchtower-rules.yaml")),
+		harness.WithAlertmanager(am.Addr))
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	_, err = prom.WaitForQuery(qctx, `sum(watchtower_reconciles_total{exported_job="workload-operator"}) > 0`, func(s []harness.Sample) bool { return len(s) > 0 })
 	cancel()
@@ -330,6 +356,15 @@ spec: {type: memory-load, replicas: 0, load: 8Mi, reconcileDelay: %s}
 	if k.Reason != "AuthenticationFailed" || !strings.Contains(k.Message, `Secret "kafka-credentials"`) {
 		t.Errorf("KafkaReachable %s: %s; want AuthenticationFailed naming the Secret", k.Reason, k.Message)
 	}
+	alert, err := sink.WaitFor(ctx, func(_ harness.WebhookMessage, a harness.WebhookAlert) bool {
+		return a.Status == "firing" && a.Labels["alertname"] == "WatchtowerPipelineUnhealthy" && a.Labels["reason"] == "AuthenticationFailed"
+	})
+	if err != nil {
+		t.Fatalf("the alert did not reach the webhook receiver: %v", err)
+	}
+	t.Logf("watchtower: alert delivered %s after the password changed, through the operator's Alertmanager configuration: %s",
+		time.Since(start).Round(time.Second), alert.Annotations["summary"])
+	phase("the alert delivered")
 	patch(password)
 	start = time.Now()
 	waitStatus("recovered: KafkaReachable and Ready True", func(w *wtv1.Watchtower) bool {

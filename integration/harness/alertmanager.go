@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -41,11 +42,25 @@ receivers:
 `, webhookURL)))
 }
 
+// AlertmanagerOption configures StartAlertmanagerWithConfig.
+type AlertmanagerOption func(*alertmanagerConfig)
+
+type alertmanagerConfig struct{ net Network }
+
+// WithAlertmanagerNetwork runs Alertmanager in n (e.g. a Cluster's node network).
+func WithAlertmanagerNetwork(n Network) AlertmanagerOption {
+	return func(c *alertmanagerConfig) { c.net = n }
+}
+
 // StartAlertmanagerWithConfig starts Alertmanager with the configuration cfg (alertmanager.yml),
 // clustering off, and waits for /-/ready: Alertmanager refuses to start on a configuration it
 // cannot load.
-func StartAlertmanagerWithConfig(t TB, cfg []byte) *Alertmanager {
+func StartAlertmanagerWithConfig(t TB, cfg []byte, opts ...AlertmanagerOption) *Alertmanager {
 	t.Helper()
+	var ac alertmanagerConfig
+	for _, o := range opts {
+		o(&ac)
+	}
 	tools := MustTools(t)
 	bin := tools.Path(t, "alertmanager", "ALERTMANAGER_VERSION", "alertmanager")
 	dir := t.TempDir()
@@ -53,7 +68,7 @@ func StartAlertmanagerWithConfig(t TB, cfg []byte) *Alertmanager {
 	if err := os.WriteFile(cfgPath, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := Loopback(FreePort(t))
+	addr := ac.net.Addr(FreePort(t))
 	am := &Alertmanager{URL: "http://" + addr, Addr: addr}
 	am.proc = StartProcess(t, ProcessSpec{
 		Name: "alertmanager",
@@ -64,7 +79,8 @@ func StartAlertmanagerWithConfig(t TB, cfg []byte) *Alertmanager {
 			"--web.listen-address=" + addr,
 			"--cluster.listen-address=", // no gossip: a single test instance
 		},
-		Dir: dir,
+		Dir:   dir,
+		NetNS: ac.net.NetNS,
 	})
 	am.proc.MustWaitReady(t, 30*time.Second, HTTPStatusOK(am.URL+"/-/ready"))
 	return am
@@ -157,8 +173,15 @@ type WebhookSink struct {
 // NewWebhookSink starts a sink on a loopback port, closed when the test ends.
 func NewWebhookSink(t TB) *WebhookSink {
 	t.Helper()
+	return NewWebhookSinkOn(t, "127.0.0.1")
+}
+
+// NewWebhookSinkOn starts a sink listening on ip (e.g. a Cluster's HostIP, which its node's
+// network reaches), closed when the test ends.
+func NewWebhookSinkOn(t TB, ip string) *WebhookSink {
+	t.Helper()
 	s := &WebhookSink{changed: make(chan struct{})}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var m WebhookMessage
 		if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&m); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -170,6 +193,13 @@ func NewWebhookSink(t TB) *WebhookSink {
 		s.changed = make(chan struct{})
 		s.mu.Unlock()
 	}))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("harness: webhook sink: %v", err)
+	}
+	s.srv.Listener.Close() // the default one, on 127.0.0.1
+	s.srv.Listener = l
+	s.srv.Start()
 	s.URL = s.srv.URL
 	t.Cleanup(s.srv.Close)
 	return s

@@ -89,6 +89,10 @@ func (c *Cluster) Network() Network {
 	return Network{NetNS: filepath.Join(c.Dir, "netns"), Host: c.NodeIP}
 }
 
+// HostIP is the test's end of the node's network: a server the test starts on it is reachable
+// from the node's network (its components and pods).
+func (c *Cluster) HostIP() string { return clusterHostIP }
+
 // ClusterStateRoot is where every cluster keeps its state; ReapClusters looks there for
 // clusters whose test is gone.
 const ClusterStateRoot = "/run/gowatchtower/clusters"
