@@ -216,7 +216,7 @@ spec:
 		if err := cl.Get(ctx, wtKey, &wt); err != nil {
 			return err
 		}
-		wt.Spec.Sampling.SlowThreshold = &metav1.Duration{Duration: 2 * time.Second}
+		wt.Spec.Sampling.SlowThreshold = &metav1.Duration{Duration: 4 * time.Second}
 		return cl.Update(ctx, &wt)
 	}); err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ spec:
 	waitStatus("the collectors rolled onto the new threshold", func(w *wtv1.Watchtower) bool {
 		return w.Status.ConfigHash != hash && isTrue(w, wtv1.ConditionReady)
 	})
-	t.Logf("watchtower: the gateway rolled onto slowThreshold 2s in %s", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("watchtower: the gateway rolled onto slowThreshold 4s in %s", time.Since(start).Round(100*time.Millisecond))
 	rolled := waitPodsReady(t, ctx, c, ns, "app.kubernetes.io/component=gateway", 1)
 	if rolled[0].Name == gateway[0].Name {
 		t.Errorf("the gateway pod %s did not roll", rolled[0].Name)
@@ -234,12 +234,13 @@ spec:
 	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pipeline-gateway"}, &dep); err != nil {
 		t.Fatal(err)
 	}
-	if !containsEnv(dep.Spec.Template.Spec.Containers[0].Env, "WATCHTOWER_SLOW_THRESHOLD_MS", "2000") {
+	if !containsEnv(dep.Spec.Template.Spec.Containers[0].Env, "WATCHTOWER_SLOW_THRESHOLD_MS", "4000") {
 		t.Errorf("the gateway's env after the change: %v", dep.Spec.Template.Spec.Containers[0].Env)
 	}
-	// The new threshold applies: after the roll, a 2.5 s reconcile is kept and a 1.5 s one,
-	// kept under the old 1 s threshold, is not. The 1.5 s one reaches the gateway first, so it
-	// is decided first: once the 2.5 s one is in Jaeger, the other's decision is made.
+	// The new threshold applies: after the roll, a 4.5 s reconcile is kept and a 1.5 s one,
+	// kept under the old 1 s threshold, is not. (The margins are wide: a reconcile is its delay
+	// plus its API calls, which a loaded machine slows.) The 1.5 s one reaches the gateway
+	// first, so it is decided first: once the 4.5 s one is in Jaeger, the other's is decided.
 	workload := func(name, delay string) {
 		t.Helper()
 		f := filepath.Join(t.TempDir(), name+".yaml")
@@ -272,9 +273,18 @@ spec: {type: memory-load, replicas: 0, load: 8Mi, reconcileDelay: %s}
 		}
 		return n, nil
 	}
+	var kept []string // what Jaeger holds of under-threshold, for the failure message
 	inJaeger := func(name string) (int, error) {
 		traces, err := jaeger.FindTraces(ctx, harness.TraceQuery{Service: "workload-operator", Operation: "reconcile workload",
 			Tags: map[string]string{"watchtower.object.name": name}, Limit: 10})
+		kept = kept[:0]
+		for _, tr := range traces {
+			for _, sp := range tr.Spans {
+				if sp.OperationName == "reconcile workload" {
+					kept = append(kept, fmt.Sprintf("trace %s: %.2fs %v", tr.TraceID, float64(sp.Duration)/1e6, sp.Tags))
+				}
+			}
+		}
 		return len(traces), err
 	}
 	workload("under-threshold", "1500ms")
@@ -282,13 +292,13 @@ spec: {type: memory-load, replicas: 0, load: 8Mi, reconcileDelay: %s}
 		n, err := reconcileSpans("under-threshold")
 		return n > 0, err
 	})
-	workload("over-threshold", "2500ms")
-	waitFor(t, ctx, "over-threshold's 2.5 s reconcile in Jaeger", func() (bool, error) {
+	workload("over-threshold", "4500ms")
+	waitFor(t, ctx, "over-threshold's 4.5 s reconcile in Jaeger", func() (bool, error) {
 		n, err := inJaeger("over-threshold")
 		return n > 0, err
 	})
 	if n, err := inJaeger("under-threshold"); err != nil || n != 0 {
-		t.Errorf("under-threshold's 1.5 s reconciles: %d traces in Jaeger (%v), want none under the 2 s threshold", n, err)
+		t.Errorf("under-threshold's 1.5 s reconciles: %d traces in Jaeger (%v), want none under the 4 s threshold: %v", n, err, kept)
 	}
 	phase("the new threshold applied")
 	send(service)
