@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/gowatchtower/watchtower/integration/harness"
 	wtv1 "github.com/gowatchtower/watchtower/operator/api/v1alpha1"
@@ -128,6 +129,19 @@ func TestWatchtowerValidationRejectsBadSpecs(t *testing.T) {
 		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an Invalid error containing %q", tc.name, err, tc.want)
 		}
+	}
+	// The documented sample (operator/config/samples, the walkthrough of docs/operator.md).
+	sample, err := os.ReadFile(filepath.Join(harness.MustTools(t).RepoRoot, operatorDir, "config", "samples", "watchtower.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromDocs wtv1.Watchtower
+	if err := yaml.UnmarshalStrict(sample, &fromDocs); err != nil {
+		t.Fatalf("the sample is not a Watchtower: %v", err)
+	}
+	fromDocs.Namespace = "default"
+	if err := c.Create(ctx, &fromDocs); err != nil {
+		t.Errorf("the documented sample was refused: %v", err)
 	}
 	ok := validWatchtower("minimal")
 	if err := c.Create(ctx, ok); err != nil {
