@@ -41,12 +41,11 @@ func TestWatchtowerOperatorManifestsAreCurrent(t *testing.T) {
 }
 
 // checkControllerGen regenerates the deepcopy code, the CRD and the RBAC role of the operator in
-// dir (a kubebuilder layout) and compares them with the committed files.
-func checkControllerGen(t *testing.T, dir, role, crd string) {
+// rel (a kubebuilder layout, relative to the repository) and compares them with the committed files.
+func checkControllerGen(t *testing.T, rel, role, crd string) {
 	tools := harness.MustTools(t)
 	cg := tools.Path(t, "controller-gen", "CONTROLLER_TOOLS_VERSION", "controller-gen")
-	exampleDir := dir
-	dir = filepath.Join(tools.RepoRoot, dir)
+	dir := filepath.Join(tools.RepoRoot, rel)
 	for args, committed := range map[string]string{
 		"object paths=./api/... output:object:stdout":               "api/v1alpha1/zz_generated.deepcopy.go",
 		"crd paths=./... output:crd:stdout":                         "config/crd/bases/" + crd,
@@ -63,7 +62,7 @@ func checkControllerGen(t *testing.T, dir, role, crd string) {
 			t.Fatal(err)
 		}
 		if string(got) != string(want) {
-			t.Errorf("%s/%s is stale against the kubebuilder markers: run `make generate` and commit the result", exampleDir, committed)
+			t.Errorf("%s/%s is stale against the kubebuilder markers: run `make generate` and commit the result", rel, committed)
 		}
 	}
 }

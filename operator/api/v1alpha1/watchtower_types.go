@@ -198,6 +198,28 @@ type KafkaSASL struct {
 	PasswordKey string `json:"passwordKey,omitempty"`
 }
 
+// The Secret keys and mechanism with the defaults the API server applies, for objects built in
+// Go, which skip defaulting.
+
+// MechanismOrDefault is the SASL mechanism, SCRAM-SHA-512 when unset.
+func (a *KafkaSASL) MechanismOrDefault() string { return orDefault(a.Mechanism, "SCRAM-SHA-512") }
+
+// UsernameKeyOrDefault is the Secret's key of the username, "username" when unset.
+func (a *KafkaSASL) UsernameKeyOrDefault() string { return orDefault(a.UsernameKey, "username") }
+
+// PasswordKeyOrDefault is the Secret's key of the password, "password" when unset.
+func (a *KafkaSASL) PasswordKeyOrDefault() string { return orDefault(a.PasswordKey, "password") }
+
+// CAKeyOrDefault is the Secret's key of the CA bundle, "ca.crt" when unset.
+func (t *KafkaTLS) CAKeyOrDefault() string { return orDefault(t.CAKey, "ca.crt") }
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
 // KafkaTLS is TLS to the brokers.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.certKey) == has(self.keyKey)",message="spec.kafka.tls.certKey and spec.kafka.tls.keyKey go together: set both for mutual TLS, or neither"

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -306,7 +307,7 @@ func (r *WatchtowerReconciler) apply(ctx context.Context, wt *v1alpha1.Watchtowe
 	if namespaced && o.GetNamespace() == wt.Namespace {
 		o.SetOwnerReferences([]metav1.OwnerReference{{
 			APIVersion: v1alpha1.GroupVersion.String(), Kind: "Watchtower", Name: wt.Name, UID: wt.UID,
-			Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
+			Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
 		}})
 	}
 	return r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner(FieldOwner), client.ForceOwnership)
@@ -449,14 +450,14 @@ func (r *WatchtowerReconciler) kafkaCredentials(ctx context.Context, wt *v1alpha
 		return out, nil
 	}
 	if a := wt.Spec.Kafka.SASL; a != nil {
-		v, err := get("spec.kafka.sasl.secretName", a.SecretName, orDefault(a.UsernameKey, "username"), orDefault(a.PasswordKey, "password"))
+		v, err := get("spec.kafka.sasl.secretName", a.SecretName, a.UsernameKeyOrDefault(), a.PasswordKeyOrDefault())
 		if err != nil {
 			return c, "", err
 		}
 		c.Username, c.Password = string(v[0]), string(v[1])
 	}
 	if t := wt.Spec.Kafka.TLS; t != nil {
-		v, err := get("spec.kafka.tls.secretName", t.SecretName, orDefault(t.CAKey, "ca.crt"), t.CertKey, t.KeyKey)
+		v, err := get("spec.kafka.tls.secretName", t.SecretName, t.CAKeyOrDefault(), t.CertKey, t.KeyKey)
 		if err != nil {
 			return c, "", err
 		}
@@ -499,7 +500,7 @@ func (r *WatchtowerReconciler) components(ctx context.Context, objs []*unstructu
 			if err := r.Client.Get(ctx, key, d); err != nil {
 				return nil, nil, nil, err
 			}
-			want := ptrDeref(d.Spec.Replicas, 1)
+			want := ptr.Deref(d.Spec.Replicas, 1)
 			cs = v1alpha1.ComponentStatus{Name: d.Name, Kind: "Deployment", Desired: want, Ready: min(d.Status.UpdatedReplicas, d.Status.ReadyReplicas)}
 			if d.Status.ObservedGeneration < max(d.Generation, o.GetGeneration()) || d.Status.UpdatedReplicas < want || d.Status.ReadyReplicas < want || d.Status.Replicas > want {
 				why = fmt.Sprintf("Deployment %s: %d of %d pods ready with the current configuration", d.Name, cs.Ready, want)
@@ -509,7 +510,7 @@ func (r *WatchtowerReconciler) components(ctx context.Context, objs []*unstructu
 			if err := r.Client.Get(ctx, key, s); err != nil {
 				return nil, nil, nil, err
 			}
-			want := ptrDeref(s.Spec.Replicas, 1)
+			want := ptr.Deref(s.Spec.Replicas, 1)
 			cs = v1alpha1.ComponentStatus{Name: s.Name, Kind: "StatefulSet", Desired: want, Ready: min(s.Status.UpdatedReplicas, s.Status.ReadyReplicas)}
 			if s.Status.ObservedGeneration < max(s.Generation, o.GetGeneration()) || s.Status.UpdatedReplicas < want || s.Status.ReadyReplicas < want {
 				why = fmt.Sprintf("StatefulSet %s: %d of %d pods ready with the current configuration", s.Name, cs.Ready, want)
@@ -579,12 +580,6 @@ func topicsOf(wt *v1alpha1.Watchtower) []kafka.Topic {
 			kt.Retention = t.Retention.Duration
 		}
 		out = append(out, kt)
-	}
-	if out[0].Name == "" {
-		out[0].Name = "otlp_spans"
-	}
-	if out[1].Name == "" {
-		out[1].Name = "otlp_metrics"
 	}
 	return out
 }
@@ -694,20 +689,4 @@ func secretsOf(wt *v1alpha1.Watchtower) []string {
 		out = append(out, rcv.URLSecret.Name)
 	}
 	return out
-}
-
-func ptrTo[T any](v T) *T { return &v }
-
-func ptrDeref[T any](p *T, d T) T {
-	if p == nil {
-		return d
-	}
-	return *p
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }

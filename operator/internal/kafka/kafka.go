@@ -73,7 +73,7 @@ func Ensure(ctx context.Context, spec v1alpha1.KafkaSpec, creds Credentials, top
 		opts = append(opts, kgo.DialTLSConfig(cfg))
 	}
 	if spec.SASL != nil {
-		switch spec.SASL.Mechanism {
+		switch spec.SASL.MechanismOrDefault() {
 		case "PLAIN":
 			opts = append(opts, kgo.SASL(plain.Auth{User: creds.Username, Pass: creds.Password}.AsMechanism()))
 		case "SCRAM-SHA-256":
@@ -225,7 +225,7 @@ func tlsConfig(t *v1alpha1.KafkaTLS, creds Credentials) (*tls.Config, error) {
 	if len(creds.CA) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(creds.CA) {
-			return nil, fmt.Errorf("the Secret %q key %q holds no PEM certificate", t.SecretName, t.CAKey)
+			return nil, fmt.Errorf("the Secret %q key %q holds no PEM certificate", t.SecretName, t.CAKeyOrDefault())
 		}
 		cfg.RootCAs = pool
 	}

@@ -133,20 +133,20 @@ func Values(wt *v1alpha1.Watchtower, opts Options) (map[string]any, error) {
 	spans, metrics := s.Kafka.SpansTopic(), s.Kafka.MetricsTopic()
 	kafka := map[string]any{
 		"brokers":              s.Kafka.Brokers,
-		"spansTopic":           orDefault(spans.Name, "otlp_spans"),
-		"metricsTopic":         orDefault(metrics.Name, "otlp_metrics"),
+		"spansTopic":           spans.Name,
+		"metricsTopic":         metrics.Name,
 		"spansTopicPartitions": spans.Partitions,
 	}
 	if t := s.Kafka.TLS; t != nil {
 		kafka["tls"] = map[string]any{
-			"enabled": true, "secretName": t.SecretName, "caKey": orDefault(t.CAKey, "ca.crt"),
+			"enabled": true, "secretName": t.SecretName, "caKey": t.CAKeyOrDefault(),
 			"certKey": t.CertKey, "keyKey": t.KeyKey, "serverName": t.ServerName,
 		}
 	}
 	if a := s.Kafka.SASL; a != nil {
 		kafka["sasl"] = map[string]any{
-			"enabled": true, "mechanism": orDefault(a.Mechanism, "SCRAM-SHA-512"), "secretName": a.SecretName,
-			"usernameKey": orDefault(a.UsernameKey, "username"), "passwordKey": orDefault(a.PasswordKey, "password"),
+			"enabled": true, "mechanism": a.MechanismOrDefault(), "secretName": a.SecretName,
+			"usernameKey": a.UsernameKeyOrDefault(), "passwordKey": a.PasswordKeyOrDefault(),
 		}
 	}
 
