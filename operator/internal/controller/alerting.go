@@ -17,9 +17,9 @@ const watchtowerAlerts = `alertname=~"Watchtower.+"`
 // nullReceiver takes what no receiver asked for: Alertmanager needs a root receiver.
 const nullReceiver = "watchtower-null"
 
-// alertmanagerConfig renders a complete Alertmanager configuration that routes the Watchtower
+// AlertmanagerConfig renders a complete Alertmanager configuration that routes the Watchtower
 // alerts to the spec's receivers; urls holds each receiver's URL, read from its Secret.
-func alertmanagerConfig(spec v1alpha1.AlertingSpec, urls map[string]string) ([]byte, error) {
+func AlertmanagerConfig(spec v1alpha1.AlertingSpec, urls map[string]string) ([]byte, error) {
 	type route struct {
 		Receiver string   `json:"receiver"`
 		Matchers []string `json:"matchers,omitempty"`

@@ -408,7 +408,7 @@ func (r *WatchtowerReconciler) extraObjects(ctx context.Context, wt *v1alpha1.Wa
 		}
 		urls[rcv.Name] = strings.TrimSpace(string(s.Data[rcv.URLSecret.Key]))
 	}
-	cfg, err := alertmanagerConfig(wt.Spec.Alerting, urls)
+	cfg, err := AlertmanagerConfig(wt.Spec.Alerting, urls)
 	if err != nil {
 		return out, err
 	}
