@@ -69,7 +69,7 @@ need_host_packages() {
   local missing=() p
   for p in "containerd:containerd" "ctr:containerd" "runc:runc" "nsenter:util-linux" "unshare:util-linux" "flock:util-linux" \
            "ip:iproute2" "iptables:iptables" "curl:curl" "gcc:gcc" "apt-get:apt" "make:make" "git:git" \
-           "java:openjdk-17-jdk-headless" "mvn:maven"; do
+           "java:openjdk-17-jdk-headless" "mvn:maven" "chromium:chromium"; do
     command -v "${p%%:*}" >/dev/null || missing+=("${p#*:}")
   done
   for p in bridge host-local loopback portmap; do
@@ -78,7 +78,7 @@ need_host_packages() {
   [ "$(uname -s)" = Linux ] || die "the test harness needs Linux (/proc, namespaces, cgroups); this is $(uname -s)"
   if [ ${#missing[@]} -gt 0 ]; then
     die "missing host packages: $(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')— install them with:
-  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven"
+  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven chromium"
   fi
 }
 

@@ -57,7 +57,7 @@ func startDemo(t *testing.T) *demoProcess {
 	d := &demoProcess{ports: map[string]int{}, state: filepath.Join(t.TempDir(), "demo"), exited: make(chan struct{}), lines: make(chan string, 1024)}
 	var args []string
 	for _, f := range []string{"jaeger-port", "prometheus-port", "kafka-port", "otlp-grpc-port", "otlp-http-port",
-		"collector-prometheus-port", "collector-telemetry-port", "collector-health-port", "operator-metrics-port"} {
+		"collector-prometheus-port", "collector-telemetry-port", "collector-health-port", "operator-metrics-port", "console-port"} {
 		d.ports[f] = harness.FreePort(t)
 		args = append(args, fmt.Sprintf("-%s=%d", f, d.ports[f]))
 	}

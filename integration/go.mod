@@ -20,7 +20,9 @@ require (
 )
 
 require (
+	github.com/chromedp/cdproto v0.160.1 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/hashicorp/go-version v1.9.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	go.opentelemetry.io/collector/featuregate v1.61.0 // indirect
@@ -107,6 +109,9 @@ require (
 
 replace github.com/gowatchtower/watchtower => ../
 
-require github.com/gowatchtower/watchtower/operator v0.0.0
+require (
+	github.com/chromedp/chromedp v0.23.1
+	github.com/gowatchtower/watchtower/operator v0.0.0
+)
 
 replace github.com/gowatchtower/watchtower/operator => ../operator

@@ -18,7 +18,7 @@ func TestPrereqsNameTheMissingPackage(t *testing.T) {
 	// A PATH holding everything the check looks for, and what the script itself runs, but gcc.
 	bin := t.TempDir()
 	for _, cmd := range []string{"bash", "env", "dirname", "sed", "awk", "uname", "mkdir", "sort", "tr", "cat", "head",
-		"go", "java", "mvn", "containerd", "ctr", "runc", "nsenter", "unshare", "flock", "ip", "iptables", "curl", "apt-get", "make", "git", "gcc"} {
+		"go", "java", "mvn", "containerd", "ctr", "runc", "nsenter", "unshare", "flock", "ip", "iptables", "curl", "apt-get", "make", "git", "chromium", "gcc"} {
 		p, err := exec.LookPath(cmd)
 		if err != nil {
 			t.Fatalf("this machine lacks %s, which the check itself needs: %v", cmd, err)
@@ -43,7 +43,7 @@ func TestPrereqsNameTheMissingPackage(t *testing.T) {
 	if err == nil {
 		t.Fatalf("without gcc the check passed:\n%s", out)
 	}
-	for _, want := range []string{"missing host packages: gcc", "apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven"} {
+	for _, want := range []string{"missing host packages: gcc", "apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven chromium"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("without gcc the check says\n%s\nwant it to say %q", out, want)
 		}

@@ -30,7 +30,7 @@ import (
 )
 
 type ports struct {
-	jaeger, prometheus, kafka, otlpGRPC, otlpHTTP, collectorExport, collectorSelf, collectorHealth, operatorMetrics int
+	jaeger, prometheus, kafka, otlpGRPC, otlpHTTP, collectorExport, collectorSelf, collectorHealth, operatorMetrics, console int
 }
 
 func main() {
@@ -44,6 +44,7 @@ func main() {
 	flag.IntVar(&p.collectorSelf, "collector-telemetry-port", 8888, "collector's own metrics port")
 	flag.IntVar(&p.collectorHealth, "collector-health-port", 13133, "collector health_check port")
 	flag.IntVar(&p.operatorMetrics, "operator-metrics-port", 8080, "example operator's /metrics port")
+	flag.IntVar(&p.console, "console-port", 8090, "Watchtower console port")
 	stateDir := flag.String("dir", "bin/demo", "state directory: logs, data, kubeconfig")
 	inCluster := flag.Bool("cluster", false, "run the stack in a real single-node Kubernetes cluster (make demo-cluster; needs root and `make images`)")
 	flag.Parse()
@@ -144,7 +145,7 @@ func checkPorts(p ports) error {
 		{p.kafka, "Kafka", "kafka-port"}, {p.otlpGRPC, "collector OTLP/gRPC", "otlp-grpc-port"},
 		{p.otlpHTTP, "collector OTLP/HTTP", "otlp-http-port"}, {p.collectorExport, "collector Prometheus exporter", "collector-prometheus-port"},
 		{p.collectorSelf, "collector telemetry", "collector-telemetry-port"}, {p.collectorHealth, "collector health check", "collector-health-port"},
-		{p.operatorMetrics, "operator metrics", "operator-metrics-port"},
+		{p.operatorMetrics, "operator metrics", "operator-metrics-port"}, {p.console, "Watchtower console", "console-port"},
 	} {
 		l, err := net.Listen("tcp", harness.Loopback(c.port))
 		if err != nil {
@@ -158,11 +159,14 @@ func checkPorts(p ports) error {
 func run(r *runner, p ports, dir string) int {
 	start := time.Now()
 	tools := harness.MustTools(r)
+	// The console's address comes first: it is where a user looks.
+	fmt.Printf("Watchtower console: http://127.0.0.1:%d (serving once the stack is up)\n", p.console)
 
 	step := func(what string) { fmt.Printf("demo: [%5.1fs] %s\n", time.Since(start).Seconds(), what) }
 
-	step("building the example operator")
+	step("building the example operator and the console")
 	operatorBin := harness.BuildBinary(r, "./examples/workload-operator/cmd")
+	consoleBin := harness.BuildBinary(r, "./operator/cmd/console")
 
 	step("starting Jaeger")
 	jaeger := harness.StartJaeger(r, harness.WithJaegerQueryPort(p.jaeger))
@@ -217,6 +221,14 @@ func run(r *runner, p ports, dir string) int {
 	})
 	op.MustWaitReady(r, 60*time.Second, harness.HTTPStatusOK("http://"+probe+"/readyz"))
 
+	step("starting the Watchtower console")
+	harness.StartConsole(r, harness.ConsoleConfig{
+		Port: p.console, Binary: consoleBin, JaegerURL: jaeger.QueryURL, PrometheusURL: prom.URL, Kubeconfig: kubeconfig,
+		// Prometheus gets the operator's metrics twice: scraped from its /metrics and pushed
+		// through the collector's exporter. The console reads the operator's own.
+		MetricsSelector: `job="workload-operator"`,
+	})
+
 	step("applying the sample Workloads (examples/workload-operator/config/samples)")
 	c := demoClient(r, kube)
 	ctx := context.Background()
@@ -256,6 +268,8 @@ func printReady(p ports, kafka, kubeconfig, kubectl, dir string, names []string,
 	fmt.Printf(`
 GoWatchtower demo is ready. Workloads: %s
 
+  Watchtower console: http://127.0.0.1:%d   (controllers, slow and failed reconciles, traces, pipeline)
+
   Slow reconciles in Jaeger (root span "reconcile workload", API calls as children):
     curl -s '%s/api/traces?service=workload-operator&operation=reconcile%%20workload&minDuration=1s&limit=5'
   Failed reconciles (result error; terminal_error for terminal ones):
@@ -271,7 +285,7 @@ GoWatchtower demo is ready. Workloads: %s
   Logs:       %s
 
 Ctrl-C stops everything.
-`, strings.Join(names, ", "), jaeger, jaeger, promURL, p.collectorExport, p.collectorSelf, p.operatorMetrics, kafka, kubectl, kubeconfig, dir)
+`, strings.Join(names, ", "), p.console, jaeger, jaeger, promURL, p.collectorExport, p.collectorSelf, p.operatorMetrics, kafka, kubectl, kubeconfig, dir)
 }
 
 func demoClient(r *runner, kube *harness.Kube) client.Client {

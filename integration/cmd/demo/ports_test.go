@@ -24,7 +24,7 @@ func TestCheckPortsNamesTheBusyPort(t *testing.T) {
 	}
 	defer busy.Close()
 	p := ports{jaeger: free(), prometheus: free(), kafka: busy.Addr().(*net.TCPAddr).Port, otlpGRPC: free(), otlpHTTP: free(),
-		collectorExport: free(), collectorSelf: free(), collectorHealth: free(), operatorMetrics: free()}
+		collectorExport: free(), collectorSelf: free(), collectorHealth: free(), operatorMetrics: free(), console: free()}
 	err = checkPorts(p)
 	if err == nil {
 		t.Fatal("checkPorts accepted a port in use")

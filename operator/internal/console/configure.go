@@ -276,8 +276,8 @@ func validateKnobs(k knobs) map[string]string {
 			errs[key] = msg
 		}
 	}
-	between("slowThreshold", k.SlowThreshold, time.Millisecond, time.Hour, "spec.sampling.slowThreshold must be between 1ms and 1h")
-	between("decisionWait", k.DecisionWait, time.Second, 5*time.Minute, "spec.sampling.decisionWait must be between 1s and 5m")
+	between("slowThreshold", k.SlowThreshold, time.Millisecond, time.Hour, "the slow threshold must be between 1ms and 1h")
+	between("decisionWait", k.DecisionWait, time.Second, 5*time.Minute, "the decision wait must be between 1s and 5m")
 	if !percent.MatchString(k.BaselinePercent) {
 		errs["baselinePercent"] = fmt.Sprintf("%q is not a percentage from 0 to 100 (decimals allowed, e.g. 0.5)", k.BaselinePercent)
 	}
@@ -287,7 +287,7 @@ func validateKnobs(k knobs) map[string]string {
 		}
 	}
 	if k.SpansTopic == k.MetricsTopic && errs["metricsTopic"] == "" {
-		errs["metricsTopic"] = "spec.kafka.topics.spans.name and spec.kafka.topics.metrics.name must differ: spans and metrics are decoded differently"
+		errs["metricsTopic"] = "the spans and metrics topics must differ: spans and metrics are decoded differently"
 	}
 	for _, p := range []struct{ key, val string }{{"spansPartitions", k.SpansPartitions}, {"metricsPartitions", k.MetricsPartitions}} {
 		if n, err := strconv.Atoi(p.val); err == nil && (n < 1 || n > 1000) {

@@ -1,0 +1,244 @@
+package integration
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+
+	"github.com/gowatchtower/watchtower/integration/harness"
+)
+
+// -console-screenshots names a folder the console tests write their screenshots into, besides
+// the test's artifacts: `make screenshots` sets it to docs/console, whose pictures docs/console.md
+// shows. (A flag, not a variable: the harness drops WATCHTOWER_* variables from the environment.)
+var screenshotDir = flag.String("console-screenshots", "", "also write the console tests' screenshots into this folder")
+
+// consolePage is one Chromium tab on the Watchtower console, with the checks a user makes by
+// looking: what a page says, where a click leads.
+type consolePage struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+}
+
+func newConsolePage(t *testing.T, b *harness.Browser, base string) *consolePage {
+	ctx, cancel := b.Tab(t)
+	t.Cleanup(cancel)
+	p := &consolePage{t: t, ctx: ctx, base: base}
+	p.viewport(1280, 800)
+	return p
+}
+
+func (p *consolePage) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.t.Fatalf("browser: %s: %v", what, err)
+	}
+}
+
+// open loads a page of the console and returns its HTTP status.
+func (p *consolePage) open(path string) int64 {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(p.base+path))
+	if err != nil {
+		p.t.Fatalf("browser: opening %s: %v", path, err)
+	}
+	return resp.Status
+}
+
+// texts are the trimmed text contents of the elements css selects, in document order.
+func (p *consolePage) texts(css string) []string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fmt.Sprintf(
+		`Array.from(document.querySelectorAll(%q)).map(e => e.textContent.replace(/\s+/g, " ").trim())`, css)))
+	if err != nil {
+		p.t.Fatalf("browser: reading %s: %v", css, err)
+	}
+	return out
+}
+
+// raw is the text content of the first element css selects, whitespace kept (a <pre>).
+func (p *consolePage) raw(css string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent`, css)))
+	if err != nil {
+		p.t.Fatalf("browser: reading %s: %v", css, err)
+	}
+	return out
+}
+
+func (p *consolePage) text(css string) string {
+	if ts := p.texts(css); len(ts) > 0 {
+		return ts[0]
+	}
+	return ""
+}
+
+func (p *consolePage) attrs(css, attr string) []string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fmt.Sprintf(
+		`Array.from(document.querySelectorAll(%q)).map(e => e.getAttribute(%q) || "")`, css, attr)))
+	if err != nil {
+		p.t.Fatalf("browser: reading %s[%s]: %v", css, attr, err)
+	}
+	return out
+}
+
+// location is the page's path and query.
+func (p *consolePage) location() string {
+	p.t.Helper()
+	loc, err := chromedp.Run(p.ctx, chromedp.Location())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return strings.TrimPrefix(loc, p.base)
+}
+
+// click clicks what css selects and waits for the page it leads to.
+func (p *consolePage) click(css string) int64 {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(css), chromedp.NodeVisible))
+	if err != nil {
+		p.t.Fatalf("browser: clicking %s: %v", css, err)
+	}
+	return resp.Status
+}
+
+// fill types value into the input css selects, replacing what it held.
+func (p *consolePage) fill(css, value string) {
+	p.t.Helper()
+	p.do("filling "+css, chromedp.SetValue(chromedp.CSS(css), value))
+}
+
+func (p *consolePage) viewport(w, h int64) {
+	p.t.Helper()
+	p.do("setting the viewport", chromedp.EmulateViewport(w, h))
+}
+
+// dark makes the page see prefers-color-scheme: dark, as a system in dark mode does.
+func (p *consolePage) dark(on bool) {
+	p.t.Helper()
+	v := "light"
+	if on {
+		v = "dark"
+	}
+	p.do("emulating "+v+" mode", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: v}}})
+		return err
+	}))
+}
+
+// shot saves a screenshot of the whole page as <name>.png among the test's artifacts, and in
+// the -console-screenshots folder when set.
+func (p *consolePage) shot(name string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		p.t.Fatalf("browser: screenshot %s: %v", name, err)
+	}
+	dirs := []string{p.t.ArtifactDir()}
+	if d := *screenshotDir; d != "" {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			p.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "console-"+name+".png"), png, 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+	}
+}
+
+// eventually reloads path until check passes, for data that reaches Prometheus or Jaeger a few
+// seconds after the reconcile.
+func (p *consolePage) eventually(path string, within time.Duration, what string, check func() error) {
+	p.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		p.open(path)
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("console %s: %s: %v\npage text: %s", path, what, err, p.text("main"))
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// The figures of a table row, by column header.
+func (p *consolePage) tableRow(table, rowHeader string) map[string]string {
+	p.t.Helper()
+	heads := p.texts(table + " thead th")
+	for i, h := range p.texts(table + " tbody tr > :first-child") {
+		if h != rowHeader {
+			continue
+		}
+		cells := p.texts(fmt.Sprintf("%s tbody tr:nth-child(%d) > *", table, i+1))
+		row := map[string]string{}
+		for j, c := range cells {
+			if j < len(heads) {
+				row[heads[j]] = c
+			}
+		}
+		return row
+	}
+	return nil
+}
+
+var leadingNumber = regexp.MustCompile(`^[0-9.]+`)
+
+// number reads the figure a cell starts with ("1.5/s", "33 %", "2.41 s"); -1 for "–".
+func number(cell string) float64 {
+	m := leadingNumber.FindString(cell)
+	if m == "" {
+		return -1
+	}
+	f, _ := strconv.ParseFloat(m, 64)
+	return f
+}
+
+// seconds reads a duration as the console writes it ("315 µs", "1.5 s", "2m3s").
+func seconds(cell string) float64 {
+	f := number(cell)
+	switch {
+	case strings.HasSuffix(cell, "µs"):
+		return f / 1e6
+	case strings.HasSuffix(cell, "ms"):
+		return f / 1e3
+	case strings.HasSuffix(cell, " s"):
+		return f
+	}
+	if d, err := time.ParseDuration(cell); err == nil {
+		return d.Seconds()
+	}
+	return -1
+}
