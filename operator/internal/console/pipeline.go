@@ -16,9 +16,9 @@ import (
 
 // signalStat is one signal's flow through the collectors, per second.
 type signalStat struct {
-	Signal                                string
-	Accepted, Refused, Failed, Sent       float64
-	SendFailed, EnqueueFailed             float64
+	Signal                          string
+	Accepted, Refused, Failed, Sent float64
+	SendFailed, EnqueueFailed       float64
 }
 
 type queueStat struct {
@@ -38,19 +38,19 @@ type collectorStat struct {
 }
 
 type pipelineView struct {
-	Range                       string
-	Ranges                      []string
-	Collectors                  []collectorStat
-	Signals                     []signalStat
-	Queues                      []queueStat
-	Kafka                       []kafkaStat
-	KafkaWriteP99               float64
-	Lag                         []sample
-	Sampled, NotSampled         float64 // decisions per second
-	OnMemory, DroppedTooEarly   float64
-	AcceptedSeries, SentSeries  []point
-	Watchtowers                 []v1alpha1.Watchtower
-	OperatorMode                bool
+	Range                      string
+	Ranges                     []string
+	Collectors                 []collectorStat
+	Signals                    []signalStat
+	Queues                     []queueStat
+	Kafka                      []kafkaStat
+	KafkaWriteP99              float64
+	Lag                        []sample
+	Sampled, NotSampled        float64 // decisions per second
+	OnMemory, DroppedTooEarly  float64
+	AcceptedSeries, SentSeries []point
+	Watchtowers                []v1alpha1.Watchtower
+	OperatorMode               bool
 }
 
 // The collectors' own metrics (otelcol_*), one row of the Signals table per signal.

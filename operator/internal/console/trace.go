@@ -31,12 +31,12 @@ type waterfallRow struct {
 
 // spanEvent is a span's event: a Kubernetes Event the reconcile recorded, an exception, or another.
 type spanEvent struct {
-	At                          time.Duration // since the trace's start
-	Offset                      float64
-	Name                        string
-	Type, Reason, Note          string // k8s.event
+	At                            time.Duration // since the trace's start
+	Offset                        float64
+	Name                          string
+	Type, Reason, Note            string // k8s.event
 	Message, ExceptionType, Stack string // exception
-	Fields                      []jaegerKV
+	Fields                        []jaegerKV
 }
 
 // traceLink is a span link: what triggered a reconcile (a watch event's writer, a requeue's
