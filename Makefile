@@ -119,6 +119,7 @@ bench: otelcol | bin ## benchmarks of the instrumentation against the SDK floor;
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./instrumentation/... | tee bin/bench.txt
 	cd integration && go test -run '^$$' -bench BenchmarkCollectorGatewayThroughput -benchtime 1x -count 3 . | tee -a ../bin/bench.txt
 	cd integration && go test -run '^$$' -bench BenchmarkOperatorCollectorDown -benchtime 40000x . | tee -a ../bin/bench.txt
+	cd integration && go test -run '^$$' -bench BenchmarkConsolePages -benchtime 20x -count 3 . | tee -a ../bin/bench.txt
 	go run ./hack/benchreport -command "make bench" -binary bin/otelcol-watchtower -o docs/performance.md < bin/bench.txt
 	@echo "bench: wrote docs/performance.md"
 
@@ -140,6 +141,11 @@ demo: otelcol | bin ## the whole local stack with the example operator; prints w
 demo-cluster: tools otelcol images | bin ## the same story in a real single-node Kubernetes cluster (root): chart, operator, pods; Ctrl-C removes it
 	cd integration && go build -o ../bin/watchtower-demo ./cmd/demo
 	bin/watchtower-demo -cluster -dir bin/demo-cluster $(DEMO_FLAGS)
+
+.PHONY: screenshots
+screenshots: otelcol | bin ## retake the console's screenshots in docs/console (the console tests, in headless Chromium, over the demo)
+	@hack/tools.sh $(DEMO_TOOLS)
+	cd integration && go test -count=1 -timeout 15m -run '^(TestDemo|TestConsoleWithBackendsDown)$$' . -console-screenshots ../docs/console
 
 .PHONY: clean
 clean: ## remove build outputs in the repository (the tool cache stays; see clean-tools)

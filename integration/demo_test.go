@@ -232,13 +232,13 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
+	logLine := ""
 	for _, l := range strings.Split(string(b), "\n") {
 		if strings.Contains(l, "slowing down on purpose") && strings.Contains(l, slow.TraceID) {
-			found = true
+			logLine = l
 		}
 	}
-	if !found {
+	if logLine == "" {
 		t.Errorf("no 'slowing down on purpose' line in %s carries the slow reconcile's trace ID %s", logs[0], slow.TraceID)
 	}
 
@@ -274,6 +274,9 @@ func TestDemo(t *testing.T) {
 		}
 		return rates["success"] > 0 && rates["error"] > 0, nil
 	})
+
+	// The console, in a browser, over the same stack.
+	t.Run("console", func(t *testing.T) { checkConsole(t, d, slow, logLine) })
 
 	// Ctrl-C stops everything: the demo exits 0 and leaves no process behind.
 	d.ctrlC(t)

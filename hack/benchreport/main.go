@@ -187,6 +187,7 @@ func report(r map[string]*result, order []string, command, binary string) string
 		p("| %s | %.0f | %.0f | %.2f× |\n", mode, ns(n), al(n), ns(n)/ns("BenchmarkParallelReconcile/bare"))
 	}
 	collectorDown(p, r)
+	consolePages(p, r)
 	if c, ok := r["BenchmarkCollectorGatewayThroughput"]; ok {
 		x := func(unit string) float64 { return median(c.extra[unit]) }
 		p("\n## Collector (otelcol-watchtower, deploy/collector/gateway.yaml)\n\n")
@@ -282,6 +283,38 @@ func collectorDown(p func(string, ...any), r map[string]*result) {
 		p("\nSingle rounds went over the budget (%s): one run's p99 varies by more than the budget on this machine, so the verdict\n", strings.Join(overRounds, ", "))
 		p("is on the medians.\n")
 	}
+}
+
+const consoleBench = "BenchmarkConsolePages/"
+
+// consolePageBudget is the most server time a console page may take with 10,000 traces in
+// Jaeger (the console issue).
+const consolePageBudget = 300.0 // ms
+
+// consolePages writes the section of BenchmarkConsolePages, when the input has it.
+func consolePages(p func(string, ...any), r map[string]*result) {
+	ms := func(n string) float64 { return median(r[consoleBench+n].ns) / 1e6 }
+	if _, ok := r[consoleBench+"baseline=jaeger-search"]; !ok {
+		return
+	}
+	p("\n## The Watchtower console\n\n")
+	p("`BenchmarkConsolePages` (integration/console_bench_test.go): the built `watchtower-console` over a real Jaeger holding 10,000\n")
+	p("reconcile traces (20 controllers, 3–10 API-call children each, 5 %% slow, 5 %% failed) and a real Prometheus scraping an\n")
+	p("operator's metrics for 20 controllers. Server time is the page's `Server-Timing` (from the request to the last byte rendered);\n")
+	p("the baselines are single backend requests of the same run: one Jaeger search (a controller's slow reconciles, limit 50), one\n")
+	p("trace by ID, one Prometheus query.\n\n")
+	p("| page | server time | ÷ one Jaeger search | ÷ one Prometheus query | budget | |\n|---|---|---|---|---|---|\n")
+	search, query := ms("baseline=jaeger-search"), ms("baseline=prometheus-query")
+	for _, n := range []string{"controllers", "reconciles", "reconciles-one-controller", "reconciles-one-object", "trace", "pipeline", "configure"} {
+		res, ok := r[consoleBench+"page="+n]
+		if !ok {
+			continue
+		}
+		server := median(res.extra["server-ms/page"])
+		p("| %s | %.1f ms | %.2f× | %.2f× | ≤ %.0f ms | %s |\n", n, server, server/search, server/query, consolePageBudget, verdict(server <= consolePageBudget))
+	}
+	p("\nBaselines: a Jaeger search %.1f ms, a trace by ID %.1f ms, a Prometheus query %.1f ms (each the client's wall time).\n",
+		search, ms("baseline=jaeger-trace"), query)
 }
 
 func cpuModel() string {

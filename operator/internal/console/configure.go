@@ -153,7 +153,7 @@ func (c *Console) configureSubmit(w http.ResponseWriter, r *http.Request) error 
 	view.FieldErrors = parseKnobs(view.Form)
 	if len(view.FieldErrors) == 0 {
 		if rv := r.PostForm.Get("resourceVersion"); rv != "" && rv != wt.ResourceVersion {
-			d.fail(fmt.Errorf("Watchtower %s changed since this form was opened (someone else saved it): your input is kept below; compare with the current settings (reload) and save again", view.Selected))
+			d.fail(fmt.Errorf("someone saved Watchtower %s since this form was opened: your input is kept below; compare with the current settings (reload) and save again", view.Selected))
 			view.Version = rv
 		} else {
 			applyKnobs(wt, view.Form)
@@ -166,7 +166,7 @@ func (c *Console) configureSubmit(w http.ResponseWriter, r *http.Request) error 
 				view.FieldErrors = apiFieldErrors(err)
 				d.Errors = append(d.Errors, fmt.Sprintf("The API server refused the change to Watchtower %s: nothing was saved.", view.Selected))
 			case apierrors.IsConflict(err):
-				d.fail(fmt.Errorf("Watchtower %s changed while saving: your input is kept below; save again", view.Selected))
+				d.fail(fmt.Errorf("someone saved Watchtower %s at the same time: your input is kept below; save again", view.Selected))
 			default:
 				d.fail(fmt.Errorf("saving Watchtower %s: %w", view.Selected, err))
 			}

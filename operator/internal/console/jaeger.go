@@ -110,13 +110,13 @@ func (j *jaeger) get(ctx context.Context, path string, q url.Values, out any) er
 		return backendError("Jaeger", j.base, err)
 	}
 	if err := json.Unmarshal(b, &body); err != nil {
-		return fmt.Errorf("Jaeger at %s answered %s to %s with something that is not its API's JSON: %.120q", j.base, resp.Status, path, b)
+		return fmt.Errorf("the Jaeger query API at %s answered %s to %s with something that is not its API's JSON: %.120q", j.base, resp.Status, path, b)
 	}
 	if len(body.Errors) > 0 {
-		return fmt.Errorf("Jaeger at %s: %s", j.base, body.Errors[0].Msg)
+		return fmt.Errorf("the Jaeger query API at %s: %s", j.base, body.Errors[0].Msg)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("Jaeger at %s answered %s to %s", j.base, resp.Status, path)
+		return fmt.Errorf("the Jaeger query API at %s answered %s to %s", j.base, resp.Status, path)
 	}
 	return json.Unmarshal(body.Data, out)
 }

@@ -32,7 +32,7 @@ func (c *Console) operatorInstalled(ctx context.Context) (bool, error) {
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
-		return false, fmt.Errorf("Kubernetes: asking whether %s is served: %w", gv, err)
+		return false, fmt.Errorf("asking Kubernetes whether %s is served: %w", gv, err)
 	default:
 		installed = slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "watchtowers" })
 	}
@@ -45,7 +45,7 @@ func (c *Console) operatorInstalled(ctx context.Context) (bool, error) {
 func (c *Console) listWatchtowers(ctx context.Context) ([]v1alpha1.Watchtower, error) {
 	var l v1alpha1.WatchtowerList
 	if err := c.kube.List(ctx, &l); err != nil {
-		return nil, fmt.Errorf("Kubernetes: listing Watchtowers: %w", err)
+		return nil, fmt.Errorf("listing the Watchtowers in Kubernetes: %w", err)
 	}
 	slices.SortFunc(l.Items, func(a, b v1alpha1.Watchtower) int {
 		if a.Namespace != b.Namespace {

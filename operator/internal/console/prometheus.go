@@ -65,10 +65,10 @@ func (p *prometheus) call(ctx context.Context, path string, q url.Values, out an
 		Error  string          `json:"error"`
 	}
 	if err := json.Unmarshal(b, &body); err != nil {
-		return fmt.Errorf("Prometheus at %s answered %s to %s with something that is not its API's JSON: %.120q", p.base, resp.Status, path, b)
+		return fmt.Errorf("the Prometheus API at %s answered %s to %s with something that is not its API's JSON: %.120q", p.base, resp.Status, path, b)
 	}
 	if body.Status != "success" {
-		return fmt.Errorf("Prometheus at %s refused %s: %s", p.base, q.Get("query"), body.Error)
+		return fmt.Errorf("the Prometheus API at %s refused %s: %s", p.base, q.Get("query"), body.Error)
 	}
 	return json.Unmarshal(body.Data, out)
 }

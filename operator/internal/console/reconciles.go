@@ -200,13 +200,20 @@ func (c *Console) findReconciles(ctx context.Context, svcs []serviceOps, f recon
 		if f.Service != "" && s.Service != f.Service {
 			continue
 		}
-		for _, ctrl := range s.Controllers {
-			if f.Controller != "" && ctrl != f.Controller {
+		// One search per service covers all its controllers (a search matches any operation,
+		// and rows are cut to reconcile spans below): the page's cost grows with the services,
+		// not with their controllers.
+		ops := []string{""}
+		if f.Controller != "" {
+			if !slices.Contains(s.Controllers, f.Controller) {
 				continue
 			}
+			ops = []string{reconcileOp + f.Controller}
+		}
+		for _, op := range ops {
 			for _, v := range variants {
 				q := base
-				q.Service, q.Operation, q.MinDuration = s.Service, reconcileOp+ctrl, v.min
+				q.Service, q.Operation, q.MinDuration = s.Service, op, v.min
 				q.Tags = maps(tags)
 				if v.result != "" {
 					q.Tags[string(semconv.ReconcileResultKey)] = v.result
@@ -262,7 +269,7 @@ func maps(m map[string]string) map[string]string {
 // matches keeps the reconcile spans of a returned trace that the search was for: Jaeger returns
 // whole traces, and a trace may hold several reconciles.
 func matches(row reconcileRow, f reconcileFilter, q traceQuery) bool {
-	if row.Controller != strings.TrimPrefix(q.Operation, reconcileOp) || row.Duration < q.MinDuration {
+	if (q.Operation != "" && row.Controller != strings.TrimPrefix(q.Operation, reconcileOp)) || row.Duration < q.MinDuration {
 		return false
 	}
 	if r := q.Tags[string(semconv.ReconcileResultKey)]; r != "" && row.Result != r {

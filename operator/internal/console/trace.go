@@ -183,7 +183,11 @@ func buildTrace(t *jaegerTrace) *traceView {
 				e.Message, _ = kvString(l.Fields, "exception.message")
 				e.ExceptionType, _ = kvString(l.Fields, "exception.type")
 				e.Stack, _ = kvString(l.Fields, "exception.stacktrace")
-				v.Exceptions = append(v.Exceptions, e)
+				// An error the code handled (a NotFound read before a create) stays with its
+				// span; the page's banner is for the errors that failed a span.
+				if row.Error {
+					v.Exceptions = append(v.Exceptions, e)
+				}
 			}
 			row.Events = append(row.Events, e)
 		}
