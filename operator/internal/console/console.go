@@ -43,11 +43,34 @@ type Console struct {
 	pages         map[string]*template.Template
 	mux           *http.ServeMux
 
-	mu          sync.Mutex
-	servicesAt  time.Time
-	servicesVal []serviceOps
-	crdAt       time.Time
-	crdVal      bool
+	services ttlCache[[]serviceOps] // the traced services and their controllers, for 30 s
+	crd      ttlCache[bool]         // whether the Watchtower API is served, for 5 s
+}
+
+// ttlCache keeps one value for a while: what every page asks and seldom changes.
+type ttlCache[T any] struct {
+	mu  sync.Mutex
+	at  time.Time
+	val T
+}
+
+// get returns the value fetched less than ttl ago, or fetches it; a failed fetch is not kept.
+func (c *ttlCache[T]) get(ttl time.Duration, fetch func() (T, error)) (T, error) {
+	c.mu.Lock()
+	if !c.at.IsZero() && time.Since(c.at) < ttl {
+		v := c.val
+		c.mu.Unlock()
+		return v, nil
+	}
+	c.mu.Unlock()
+	v, err := fetch()
+	if err != nil {
+		return v, err
+	}
+	c.mu.Lock()
+	c.at, c.val = time.Now(), v
+	c.mu.Unlock()
+	return v, nil
 }
 
 // Option configures a Console.

@@ -117,40 +117,25 @@ func (c *Console) controllers(ctx context.Context, now time.Time, span time.Dura
 	}
 	var rate, failed, apiCalls, cacheReads = map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	instant := func(expr string, set func(*controllerRow, float64)) func() error {
-		return func() error {
-			res, err := c.prom.query(ctx, expr)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
+		return c.prom.queryInto(ctx, &mu, expr, func(res []sample) {
 			for _, s := range res {
 				if n := s.Labels[lblController]; n != "" {
 					set(row(n), s.Value)
 				}
 			}
-			return nil
-		}
+		})
 	}
 	into := func(m map[string]float64) func(*controllerRow, float64) {
 		return func(r *controllerRow, v float64) { m[r.Name] = v }
 	}
-	step := span / 60
 	rangeQ := func(expr string, set func(*controllerRow, []point)) func() error {
-		return func() error {
-			res, err := c.prom.queryRange(ctx, expr, now, span, step)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
+		return c.prom.rangeInto(ctx, &mu, expr, now, span, func(res []series) {
 			for _, s := range res {
 				if n := s.Labels[lblController]; n != "" {
 					set(row(n), s.Points)
 				}
 			}
-			return nil
-		}
+		})
 	}
 	durBucket := c.metric(semconv.ReconcileDurationPrometheusName + "_bucket")
 	errs := parallel(

@@ -1,9 +1,11 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,27 +21,17 @@ func (c *Console) operatorInstalled(ctx context.Context) (bool, error) {
 	if c.kube == nil || c.discovery == nil {
 		return false, nil
 	}
-	c.mu.Lock()
-	if time.Since(c.crdAt) < 5*time.Second {
-		v := c.crdVal
-		c.mu.Unlock()
-		return v, nil
-	}
-	c.mu.Unlock()
-	gv := v1alpha1.GroupVersion.String()
-	res, err := c.discovery.ServerResourcesForGroupVersion(gv)
-	installed := false
-	switch {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return false, fmt.Errorf("asking Kubernetes whether %s is served: %w", gv, err)
-	default:
-		installed = slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "watchtowers" })
-	}
-	c.mu.Lock()
-	c.crdAt, c.crdVal = time.Now(), installed
-	c.mu.Unlock()
-	return installed, nil
+	return c.crd.get(5*time.Second, func() (bool, error) {
+		gv := v1alpha1.GroupVersion.String()
+		res, err := c.discovery.ServerResourcesForGroupVersion(gv)
+		switch {
+		case apierrors.IsNotFound(err):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("asking Kubernetes whether %s is served: %w", gv, err)
+		}
+		return slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "watchtowers" }), nil
+	})
 }
 
 func (c *Console) listWatchtowers(ctx context.Context) ([]v1alpha1.Watchtower, error) {
@@ -48,20 +40,7 @@ func (c *Console) listWatchtowers(ctx context.Context) ([]v1alpha1.Watchtower, e
 		return nil, fmt.Errorf("listing the Watchtowers in Kubernetes: %w", err)
 	}
 	slices.SortFunc(l.Items, func(a, b v1alpha1.Watchtower) int {
-		if a.Namespace != b.Namespace {
-			return compareStrings(a.Namespace, b.Namespace)
-		}
-		return compareStrings(a.Name, b.Name)
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return l.Items, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -116,27 +116,13 @@ func (c *Console) pipelineMetrics(ctx context.Context, v *pipelineView, now time
 		}
 		return queues[k]
 	}
-	instant := func(expr string, f func([]sample)) func() error {
-		return func() error {
-			res, err := c.prom.query(ctx, expr)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			f(res)
-			return nil
-		}
-	}
+	instant := func(expr string, f func([]sample)) func() error { return c.prom.queryInto(ctx, &mu, expr, f) }
 	rangeQ := func(expr string, into *[]point) func() error {
-		return func() error {
-			res, err := c.prom.queryRange(ctx, expr, now, span, span/60)
-			if err != nil || len(res) == 0 {
-				return err
+		return c.prom.rangeInto(ctx, &mu, expr, now, span, func(res []series) {
+			if len(res) > 0 {
+				*into = res[0].Points
 			}
-			*into = res[0].Points
-			return nil
-		}
+		})
 	}
 	collectors := map[string]*collectorStat{}
 	collector := func(s sample) *collectorStat {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -129,6 +130,35 @@ func (p *prometheus) queryRange(ctx context.Context, expr string, end time.Time,
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// queryInto is a query to run with parallel: f gets its result under mu, so that the queries of
+// one page may fill the same rows.
+func (p *prometheus) queryInto(ctx context.Context, mu *sync.Mutex, expr string, f func([]sample)) func() error {
+	return func() error {
+		res, err := p.query(ctx, expr)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		f(res)
+		return nil
+	}
+}
+
+// rangeInto is queryRange to run with parallel, as queryInto: 60 points over the span.
+func (p *prometheus) rangeInto(ctx context.Context, mu *sync.Mutex, expr string, end time.Time, span time.Duration, f func([]series)) func() error {
+	return func() error {
+		res, err := p.queryRange(ctx, expr, end, span, span/60)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		f(res)
+		return nil
+	}
 }
 
 // exemplars returns the exemplars (with a trace_id) of the series selector selects.

@@ -27,43 +27,34 @@ type serviceOps struct {
 // reconcileServices lists the services with reconcile spans; kept for 30 s, since a page load
 // would otherwise ask Jaeger once per service.
 func (c *Console) reconcileServices(ctx context.Context) ([]serviceOps, error) {
-	c.mu.Lock()
-	if time.Since(c.servicesAt) < 30*time.Second {
-		v := c.servicesVal
-		c.mu.Unlock()
-		return v, nil
-	}
-	c.mu.Unlock()
-	svcs, err := c.jaeger.services(ctx)
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(svcs)
-	out := make([]serviceOps, len(svcs))
-	errs := parallel(mapFns(svcs, func(i int, s string) error {
-		ops, err := c.jaeger.operations(ctx, s)
+	return c.services.get(30*time.Second, func() ([]serviceOps, error) {
+		svcs, err := c.jaeger.services(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		out[i].Service = s
-		for _, op := range ops {
-			if ctrl, ok := strings.CutPrefix(op, reconcileOp); ok {
-				out[i].Controllers = append(out[i].Controllers, ctrl)
+		slices.Sort(svcs)
+		out := make([]serviceOps, len(svcs))
+		errs := parallel(mapFns(svcs, func(i int, s string) error {
+			ops, err := c.jaeger.operations(ctx, s)
+			if err != nil {
+				return err
+			}
+			out[i].Service = s
+			for _, op := range ops {
+				if ctrl, ok := strings.CutPrefix(op, reconcileOp); ok {
+					out[i].Controllers = append(out[i].Controllers, ctrl)
+				}
+			}
+			slices.Sort(out[i].Controllers)
+			return nil
+		})...)
+		for _, e := range errs {
+			if e != nil {
+				return nil, e
 			}
 		}
-		slices.Sort(out[i].Controllers)
-		return nil
-	})...)
-	for _, e := range errs {
-		if e != nil {
-			return nil, e
-		}
-	}
-	out = slices.DeleteFunc(out, func(s serviceOps) bool { return len(s.Controllers) == 0 })
-	c.mu.Lock()
-	c.servicesAt, c.servicesVal = time.Now(), out
-	c.mu.Unlock()
-	return out, nil
+		return slices.DeleteFunc(out, func(s serviceOps) bool { return len(s.Controllers) == 0 }), nil
+	})
 }
 
 func mapFns[T any](xs []T, f func(int, T) error) []func() error {
