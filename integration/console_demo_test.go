@@ -53,6 +53,18 @@ func checkConsole(t *testing.T, d *demoProcess, slow harness.JaegerTrace, logLin
 		}
 		return nil
 	})
+	// The slowest reconcile's exemplar (pushed through the collector's exporter) opens its trace.
+	p.eventually("/controllers", 60*time.Second, "the workload controller's exemplar link to a kept trace", func() error {
+		href := p.attrs("table.data tbody tr:first-child td:last-child a", "href")
+		if len(href) != 1 {
+			return fmt.Errorf("no exemplar link in the first row")
+		}
+		if got := p.open(href[0]); got != http.StatusOK || !strings.HasPrefix(p.text("h1"), "reconcile default/") {
+			return fmt.Errorf("the exemplar link %s: HTTP %d, heading %q", href[0], got, p.text("h1"))
+		}
+		return nil
+	})
+	p.open("/controllers?range=15m")
 	p.shot("controllers")
 	p.viewport(390, 844)
 	p.shot("controllers-phone")

@@ -61,13 +61,14 @@ func (p *consolePage) open(path string) int64 {
 	return resp.Status
 }
 
-// texts are the trimmed text contents of the elements css selects, in document order.
+// texts are the trimmed text contents of the elements css selects, in document order, without
+// the charts' titles (what a reader sees).
 func (p *consolePage) texts(css string) []string {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
 	out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](fmt.Sprintf(
-		`Array.from(document.querySelectorAll(%q)).map(e => e.textContent.replace(/\s+/g, " ").trim())`, css)))
+		`Array.from(document.querySelectorAll(%q)).map(e => { const c = e.cloneNode(true); c.querySelectorAll("svg, .spark-empty").forEach(s => s.remove()); return c.textContent.replace(/\s+/g, " ").trim() })`, css)))
 	if err != nil {
 		p.t.Fatalf("browser: reading %s: %v", css, err)
 	}

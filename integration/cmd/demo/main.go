@@ -223,10 +223,9 @@ func run(r *runner, p ports, dir string) int {
 
 	step("starting the Watchtower console")
 	harness.StartConsole(r, harness.ConsoleConfig{
+		// Prometheus gets the operator's metrics twice — scraped from its /metrics and pushed
+		// through the collector's exporter, with exemplars — which the console counts once.
 		Port: p.console, Binary: consoleBin, JaegerURL: jaeger.QueryURL, PrometheusURL: prom.URL, Kubeconfig: kubeconfig,
-		// Prometheus gets the operator's metrics twice: scraped from its /metrics and pushed
-		// through the collector's exporter. The console reads the operator's own.
-		MetricsSelector: `job="workload-operator"`,
 	})
 
 	step("applying the sample Workloads (examples/workload-operator/config/samples)")
