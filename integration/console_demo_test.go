@@ -168,6 +168,13 @@ func checkConsole(t *testing.T, d *demoProcess, slow harness.JaegerTrace, logLin
 	p.shot("pipeline-dark")
 	p.dark(false)
 
+	// Every page, light and dark, desktop and phone: contrast, names, no sideways scrolling; and
+	// the keyboard's way in.
+	for _, path := range []string{"/controllers", "/reconciles", "/trace/" + slow.TraceID, "/pipeline", "/configure"} {
+		p.accessible(path)
+	}
+	p.keyboard("/reconciles")
+
 	// Configure: once the operator's API is served, the form writes the Watchtower resource.
 	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(d.state, "kubeconfig"))
 	if err != nil {
@@ -226,6 +233,7 @@ func checkConsole(t *testing.T, d *demoProcess, slow harness.JaegerTrace, logLin
 		t.Errorf("saving changed what the form does not show: %+v", got.Spec)
 	}
 	p.shot("configure")
+	p.accessible("/configure")
 	// The Pipeline page shows the resource and that the operator has yet to apply it (no
 	// operator runs in the demo).
 	p.open("/pipeline")

@@ -53,6 +53,7 @@ func TestConsoleWithBackendsDown(t *testing.T) {
 	}
 	p.open("/pipeline")
 	p.shot("backend-down")
+	p.accessible("/reconciles")
 
 	// A trace ID that is not one is refused with a message, not a blank page.
 	if got := p.open("/trace/not-a-trace"); got != http.StatusBadRequest || !strings.Contains(p.text("[role=alert]"), "is not a trace ID") {

@@ -243,3 +243,83 @@ func seconds(cell string) float64 {
 	}
 	return -1
 }
+
+// accessibilityJS lists what a keyboard or screen-reader user, or a reader with low vision, would
+// trip on: text below WCAG AA contrast on its actual background (4.5:1, 3:1 for large text), form
+// controls without an accessible name, images without a text alternative, and a page wider than
+// the window (a horizontal scroll bar).
+const accessibilityJS = `(() => {
+  const parse = c => { const m = c.match(/rgba?\(([^)]+)\)/); if (!m) return null;
+    const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number); return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  const bgOf = el => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c && c.a > 0) return c; }
+    return {r: 255, g: 255, b: 255, a: 1}; };
+  const out = [];
+  const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (w.nextNode()) {
+    const t = w.currentNode, text = t.textContent.trim(), el = t.parentElement;
+    if (!text || el.closest('.sr-only, .skip, svg, option, title')) continue;
+    const cs = getComputedStyle(el);
+    if (cs.visibility === 'hidden' || el.getClientRects().length === 0) continue;
+    const fg = parse(cs.color), bg = bgOf(el);
+    const a = lum(fg), b = lum(bg), ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(cs.fontSize), large = size >= 24 || (parseInt(cs.fontWeight) >= 700 && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) out.push('contrast ' + ratio.toFixed(2) + ':1 of "' + text.slice(0, 40) + '"');
+  }
+  for (const c of document.querySelectorAll('input:not([type=hidden]), select, textarea, button')) {
+    const named = (c.labels && c.labels.length) || c.getAttribute('aria-label') || c.getAttribute('aria-labelledby') || (c.tagName === 'BUTTON' && c.textContent.trim());
+    if (!named) out.push('no accessible name: ' + c.outerHTML.slice(0, 80));
+  }
+  for (const i of document.querySelectorAll('img, svg')) {
+    if (i.tagName === 'IMG' ? i.getAttribute('alt') === null : !(i.getAttribute('aria-label') || i.getAttribute('aria-hidden'))) out.push('no text alternative: ' + i.outerHTML.slice(0, 80));
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) out.push('the page is ' + document.documentElement.scrollWidth + ' px wide in a ' + window.innerWidth + ' px window');
+  return out;
+})()`
+
+// accessible checks the page as it is (accessibilityJS), in light and in dark mode, at the
+// desktop size and at phone width.
+func (p *consolePage) accessible(path string) {
+	p.t.Helper()
+	for _, dark := range []bool{false, true} {
+		p.dark(dark)
+		for _, size := range [][2]int64{{1280, 800}, {390, 844}} {
+			p.viewport(size[0], size[1])
+			p.open(path)
+			ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+			problems, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](accessibilityJS))
+			cancel()
+			if err != nil {
+				p.t.Fatalf("browser: checking %s: %v", path, err)
+			}
+			for _, pr := range problems {
+				p.t.Errorf("%s (dark %v, %dx%d): %s", path, dark, size[0], size[1], pr)
+			}
+		}
+	}
+	p.dark(false)
+	p.viewport(1280, 800)
+}
+
+// keyboard checks that the first Tab reaches the skip link and that following it moves the
+// focus to the page's content, as a keyboard user starts every page.
+func (p *consolePage) keyboard(path string) {
+	p.t.Helper()
+	p.open(path)
+	p.do("pressing Tab", chromedp.KeyEvent("\t"))
+	focused := func() string {
+		s, err := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.activeElement ? (document.activeElement.id || document.activeElement.className || document.activeElement.tagName) : ""`))
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		return s
+	}
+	if f := focused(); f != "skip" {
+		p.t.Errorf("%s: the first Tab focuses %q, want the skip link", path, f)
+	}
+	p.do("pressing Enter", chromedp.KeyEvent("\r"))
+	if loc := p.location(); !strings.HasSuffix(loc, "#main") {
+		p.t.Errorf("%s: the skip link led to %s, want #main", path, loc)
+	}
+}

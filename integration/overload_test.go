@@ -138,6 +138,8 @@ func (l *overloadLoad) send(ctx context.Context) {
 // send, never blocking the code that ends a span. docs/reliability.md holds the figures.
 func TestOverloadRefusesRetryablyWithinMemory(t *testing.T) {
 	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
+	// Its memory figures need the half CPU the gateway is given: not beside a cluster.
+	harness.HeavyTurn(t, "the overload test")
 	_, gw := startGatewayStack(t,
 		"WATCHTOWER_MEMORY_LIMIT_MIB="+strconv.Itoa(overloadLimitMiB),
 		"WATCHTOWER_MEMORY_SPIKE_LIMIT_MIB="+strconv.Itoa(overloadSpikeMiB),

@@ -106,8 +106,22 @@ var clusterPrereqs = [][2]string{
 	{"/usr/lib/cni/loopback", "containernetworking-plugins"},
 }
 
-// clusterSlot holds the turn of the one cluster a test process runs at a time.
-var clusterSlot = make(chan struct{}, 1)
+// heavySlot is the turn of the one heavy test a test process runs at a time (see HeavyTurn).
+var heavySlot = make(chan struct{}, 1)
+
+// HeavyTurn waits until no other heavy test of this process runs, and holds the turn until t
+// ends. Heavy are a cluster (StartCluster takes the turn: a process has one cluster at a time,
+// named after it, on the one ClusterNodeIP) and a test whose figures need the CPU its component
+// is promised (the overload test's half CPU): on two cores, a cluster beside it starves it.
+func HeavyTurn(t TB, why string) {
+	t.Helper()
+	waitStart := time.Now()
+	heavySlot <- struct{}{}
+	t.Cleanup(func() { <-heavySlot })
+	if w := time.Since(waitStart); w > time.Second {
+		t.Logf("harness: waited %s for this process' previous heavy test (%s)", w.Round(100*time.Millisecond), why)
+	}
+}
 
 // StartCluster brings up a single-node cluster and registers its complete teardown: processes,
 // containers, mounts, cgroups, the network namespace, the host's sysctls. A cluster left by a
@@ -126,12 +140,7 @@ func StartCluster(t TB, opts ...ClusterOption) *Cluster {
 	// One cluster at a time in a test process (it is named after the process, and its node has
 	// the one ClusterNodeIP): parallel tests that each start one take turns. Released after the
 	// teardown (cleanups run last-in first-out).
-	waitStart := time.Now()
-	clusterSlot <- struct{}{}
-	t.Cleanup(func() { <-clusterSlot })
-	if w := time.Since(waitStart); w > time.Second {
-		t.Logf("harness: waited %s for this process' previous cluster to be removed", w.Round(100*time.Millisecond))
-	}
+	HeavyTurn(t, "a cluster")
 	for _, err := range ReapClusters() {
 		t.Logf("harness: reaping a cluster left behind: %v", err)
 	}
