@@ -111,9 +111,19 @@ func checkConsole(t *testing.T, d *demoProcess, slow harness.JaegerTrace, logLin
 		t.Errorf("the slow trace's waterfall has %d reconcile rows, %d API-call rows and %d API server rows; want 1, some and some",
 			len(p.texts("li.k-reconcile")), calls, len(p.texts("li.k-apiserver")))
 	}
-	if want := len(slow.Spans); len(p.texts("ol.waterfall > li")) != want {
-		t.Errorf("the waterfall shows %d spans, Jaeger holds %d", len(p.texts("ol.waterfall > li")), want)
-	}
+	// Every span Jaeger holds, once the trace stops growing (the API server's spans and late
+	// spans of a kept trace arrive after the decision).
+	jaeger := &harness.Jaeger{QueryURL: fmt.Sprintf("http://127.0.0.1:%d", d.ports["jaeger-port"])}
+	p.eventually("/trace/"+slow.TraceID, 60*time.Second, "every span of the slow trace in the waterfall", func() error {
+		var traces []harness.JaegerTrace
+		if err := jaeger.Get(context.Background(), "/api/traces/"+slow.TraceID, &traces); err != nil || len(traces) != 1 {
+			return fmt.Errorf("Jaeger: %v", err)
+		}
+		if shown, held := len(p.texts("ol.waterfall > li")), len(traces[0].Spans); shown != held {
+			return fmt.Errorf("the waterfall shows %d spans, Jaeger holds %d", shown, held)
+		}
+		return nil
+	})
 	p.shot("trace")
 
 	// A pasted log line opens its trace.

@@ -3,6 +3,10 @@ package integration
 import (
 	"context"
 	"flag"
+	"html"
+	"io"
+	"net/http"
+	"net/url"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +20,10 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/gowatchtower/watchtower/integration/harness"
+	wtv1 "github.com/gowatchtower/watchtower/operator/api/v1alpha1"
 )
 
 // -console-screenshots names a folder the console tests write their screenshots into, besides
@@ -323,3 +330,86 @@ func (p *consolePage) keyboard(path string) {
 		p.t.Errorf("%s: the skip link led to %s, want #main", path, loc)
 	}
 }
+
+// proxiedConsole is the console running in a cluster, reached through the API server's service
+// proxy with the test's credentials.
+type proxiedConsole struct {
+	t    *testing.T
+	http *http.Client
+	base string
+}
+
+func newProxiedConsole(t *testing.T, c *harness.Cluster) *proxiedConsole {
+	hc, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The console answers a saved form with a redirect to its own path, which the proxy does
+	// not rewrite: look at it rather than follow it.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &proxiedConsole{t: t, http: hc, base: strings.TrimRight(c.Config.Host, "/") + "/api/v1/namespaces/watchtower-system/services/watchtower-console:http/proxy"}
+}
+
+func (p *proxiedConsole) do(ctx context.Context, method, path string, form url.Values) (int, http.Header, string) {
+	p.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, p.base+path, body)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		p.t.Fatalf("console %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func (p *proxiedConsole) get(ctx context.Context, path string) string {
+	p.t.Helper()
+	code, _, body := p.do(ctx, http.MethodGet, path, nil)
+	if code != http.StatusOK {
+		p.t.Fatalf("console GET %s: HTTP %d\n%s", path, code, body)
+	}
+	return body
+}
+
+// saveSlowThreshold submits the Configure form of wt as its page shows it, with a new slow
+// threshold: every other field as it is, the receivers included.
+func (p *proxiedConsole) saveSlowThreshold(ctx context.Context, wt *wtv1.Watchtower, threshold string) {
+	p.t.Helper()
+	page := p.get(ctx, "/configure?watchtower="+url.QueryEscape(wt.Namespace+"/"+wt.Name))
+	form := url.Values{}
+	for _, m := range formInput.FindAllStringSubmatch(page, -1) {
+		form.Set(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
+	}
+	for _, m := range formSelected.FindAllStringSubmatch(page, -1) {
+		form.Set(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
+	}
+	for _, m := range formChecked.FindAllStringSubmatch(page, -1) {
+		form.Add(html.UnescapeString(m[1]), html.UnescapeString(m[2]))
+	}
+	if form.Get("resourceVersion") != wt.ResourceVersion || form.Get("slowThreshold") == "" {
+		p.t.Fatalf("the Configure page's form %v is not Watchtower %s/%s at %s", form, wt.Namespace, wt.Name, wt.ResourceVersion)
+	}
+	form.Set("slowThreshold", threshold)
+	code, h, body := p.do(ctx, http.MethodPost, "/configure", form)
+	if code != http.StatusSeeOther || !strings.Contains(h.Get("Location"), "saved=") {
+		p.t.Fatalf("saving the Configure form: HTTP %d, Location %q\n%s", code, h.Get("Location"), body)
+	}
+}
+
+// The form's inputs as the console renders them (its attribute order); the API server's proxy
+// re-renders the HTML it passes, writing a bare "selected" as selected="".
+var (
+	formInput    = regexp.MustCompile(`<input (?:type="hidden" )?(?:id="[^"]*" )?name="([^"]+)" value="([^"]*)"`)
+	formSelected = regexp.MustCompile(`(?s)<select id="[^"]*" name="([^"]+)">.*?<option selected(?:="[^"]*")?>([^<]*)</option>`)
+	formChecked  = regexp.MustCompile(`<input type="checkbox" name="([^"]+)" value="([^"]*)" checked(?:="[^"]*")?/?>`)
+)

@@ -16,8 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gowatchtower/watchtower/integration/harness"
@@ -196,6 +194,19 @@ spec:
 	}
 
 	phase("the example operator's metrics in Prometheus")
+
+	// The console, as its users deploy it (the operator's image in its console mode), reading
+	// this test's Jaeger and Prometheus; reached through the API server's service proxy, as
+	// `kubectl port-forward` would.
+	kubectl("apply", "-k", filepath.Join(root, operatorDir, "config/console"))
+	kubectl("-n", "watchtower-system", "patch", "deployment/watchtower-console", "--type=json", "-p",
+		fmt.Sprintf(`[{"op":"replace","path":"/spec/template/spec/containers/0/args","value":["-listen=:8090","-jaeger-url=%s","-prometheus-url=%s"]}]`, jaeger.QueryURL, prom.URL))
+	kubectl("-n", "watchtower-system", "rollout", "status", "deployment/watchtower-console", "--timeout=2m")
+	console := newProxiedConsole(t, c)
+	if page := console.get(ctx, "/pipeline"); !strings.Contains(page, "observability/pipeline") || !strings.Contains(page, "applied by the operator") {
+		t.Errorf("the console's Pipeline page in the cluster does not show the applied Watchtower observability/pipeline:\n%s", page)
+	}
+	phase("the console in the cluster")
 	// A new slow threshold: the collectors roll onto it, and nothing is lost from Kafka.
 	telemetrygen := tools.Path(t, "telemetrygen", "TELEMETRYGEN_VERSION", "telemetrygen")
 	sent := 0
@@ -212,20 +223,25 @@ spec:
 	service := colUniqueService("watchtower-roll")
 	send(service)
 	hash := wt.Status.ConfigHash
-	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if err := cl.Get(ctx, wtKey, &wt); err != nil {
-			return err
-		}
-		wt.Spec.Sampling.SlowThreshold = &metav1.Duration{Duration: 4 * time.Second}
-		return cl.Update(ctx, &wt)
-	}); err != nil {
+	// The change is made in the console's Configure form, as a platform engineer would.
+	if err := cl.Get(ctx, wtKey, &wt); err != nil {
 		t.Fatal(err)
+	}
+	console.saveSlowThreshold(ctx, &wt, "4s")
+	if err := cl.Get(ctx, wtKey, &wt); err != nil {
+		t.Fatal(err)
+	}
+	if d := wt.Spec.Sampling.SlowThreshold; d == nil || d.Duration != 4*time.Second || len(wt.Spec.Alerting.Receivers) == 0 {
+		t.Fatalf("after the console saved a 4s threshold the Watchtower has %v and receivers %+v", d, wt.Spec.Alerting.Receivers)
 	}
 	start = time.Now()
 	waitStatus("the collectors rolled onto the new threshold", func(w *wtv1.Watchtower) bool {
 		return w.Status.ConfigHash != hash && isTrue(w, wtv1.ConditionReady)
 	})
 	t.Logf("watchtower: the gateway rolled onto slowThreshold 4s in %s", time.Since(start).Round(100*time.Millisecond))
+	if page := console.get(ctx, "/pipeline"); !strings.Contains(page, "Slow threshold 4s") || !strings.Contains(page, "applied by the operator") {
+		t.Errorf("after the roll, the console's Pipeline page does not show the applied 4s threshold:\n%s", page)
+	}
 	rolled := waitPodsReady(t, ctx, c, ns, "app.kubernetes.io/component=gateway", 1)
 	if rolled[0].Name == gateway[0].Name {
 		t.Errorf("the gateway pod %s did not roll", rolled[0].Name)

@@ -21,6 +21,7 @@ import (
 	"github.com/gowatchtower/watchtower/sdk"
 
 	"github.com/gowatchtower/watchtower/operator/api/v1alpha1"
+	"github.com/gowatchtower/watchtower/operator/internal/console"
 	"github.com/gowatchtower/watchtower/operator/internal/controller"
 	"github.com/gowatchtower/watchtower/operator/internal/render"
 )
@@ -30,6 +31,10 @@ import (
 var version = ""
 
 func main() {
+	// `manager console ...` serves the Watchtower console (docs/console.md): one image for both.
+	if len(os.Args) > 1 && os.Args[1] == "console" {
+		os.Exit(console.Main("watchtower-operator console", os.Args[2:]))
+	}
 	var metricsAddr, probeAddr, imageRepo, imageTag string
 	var leaderElect bool
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the /metrics endpoint (Prometheus); 0 disables it.")

@@ -406,7 +406,7 @@ func apiFieldErrors(err error) map[string]string {
 				key = "r" + m[1] + "." + sub
 			}
 		}
-		if key == "" {
+		if key == "" && cause.Field != "" && cause.Field != "<nil>" {
 			msg = cause.Field + ": " + msg
 		}
 		add(key, msg)
