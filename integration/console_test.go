@@ -3,11 +3,11 @@ package integration
 import (
 	"context"
 	"flag"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
 	"net/url"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
