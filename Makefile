@@ -20,7 +20,7 @@ COLLECTOR_MODULES := collector/extension/kafkatopicscheckextension
 # The Watchtower operator: its own module, so that franz-go and Helm stay out of the library's.
 OPERATOR := operator
 # Every Go module of the repository.
-MODULES := . integration deploy/dashboards/gen hack/images $(OPERATOR) $(COLLECTOR_MODULES)
+MODULES := . integration deploy/dashboards/gen hack/images $(OPERATOR) kafka $(COLLECTOR_MODULES)
 # otelcol-watchtower is linted by otelcol-lint, with the build tags it is built with (mk/otelcol.mk).
 
 GO_TEST_FLAGS ?=
@@ -73,6 +73,7 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 	cd hack/images && go test -count=1 $(GO_TEST_FLAGS) ./...
 	@hack/tools.sh helm >/dev/null # the operator renders the chart as `helm template` does: its test compares
 	cd $(OPERATOR) && go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	cd kafka && go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	@for m in $(COLLECTOR_MODULES); do echo "test-unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-integration

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/gowatchtower/watchtower v0.0.0
+	github.com/gowatchtower/watchtower/kafka v0.0.0
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
 	go.opentelemetry.io/collector/pdata v1.61.0
@@ -115,3 +116,5 @@ require (
 )
 
 replace github.com/gowatchtower/watchtower/operator => ../operator
+
+replace github.com/gowatchtower/watchtower/kafka => ../kafka
