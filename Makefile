@@ -121,6 +121,7 @@ bench: otelcol | bin ## benchmarks of the instrumentation against the SDK floor;
 	cd integration && go test -run '^$$' -bench BenchmarkCollectorGatewayThroughput -benchtime 1x -count 3 . | tee -a ../bin/bench.txt
 	cd integration && go test -run '^$$' -bench BenchmarkOperatorCollectorDown -benchtime 40000x . | tee -a ../bin/bench.txt
 	cd integration && go test -run '^$$' -bench BenchmarkConsolePages -benchtime 20x -count 3 . | tee -a ../bin/bench.txt
+	cd kafka && go test -run '^$$' -bench BenchmarkTail -benchmem -count 5 ./cmd/watchtower | tee -a ../bin/bench.txt
 	go run ./hack/benchreport -command "make bench" -binary bin/otelcol-watchtower -o docs/performance.md < bin/bench.txt
 	@echo "bench: wrote docs/performance.md"
 

@@ -2,7 +2,11 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,4 +165,72 @@ func TestKafkaConsumerReadsWhatTheGatewayWrote(t *testing.T) {
 	}
 	t.Logf("kafka consumer: %d spans sent, %d handled (%d by the first consumer, the rest after it stopped), %d duplicates; %d records; metric points %v",
 		len(want), len(spans), half, dups, records, points)
+}
+
+// TestWatchtowerKafkaTail: `watchtower kafka tail` prints exactly the slow and failed reconciles
+// the gateway wrote (one line each, with its trace ID), and `watchtower kafka stats` counts them
+// per controller.
+func TestWatchtowerKafkaTail(t *testing.T) {
+	t.Parallel() // its components are its own, on reserved ports; see docs/testing.md
+	kafka, gw := startGatewayStack(t)
+	ctx := ctxTimeout(t, 3*time.Minute)
+	service := colUniqueService("kafka-tail")
+	plan := colPlan{Fast: 60, Slow: 8, Failed: 12}
+	sent := colSendTraces(ctx, t, gw.OTLPGRPC, service, plan, nil)
+	want := map[string]string{} // trace ID → kind, of the reconciles the tail must print
+	for _, tr := range sent {
+		if tr.Kind != colFast {
+			want[tr.TraceID] = tr.Kind
+		}
+	}
+	bin := harness.BuildBinary(t, "./kafka/cmd/watchtower")
+
+	// -n: the tail stops after as many lines as there are slow and failed reconciles; a fast one
+	// printed would take the place of one of them.
+	cmd := exec.CommandContext(ctx, bin, "kafka", "tail", "-brokers", kafka.Bootstrap, "-from-start", "-min-duration", colSlowThreshold.String(), "-json", "-n", strconv.Itoa(len(want)))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("watchtower kafka tail: %v\n%s", err, out)
+	}
+	printed := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var r struct {
+			Service, Controller, Name, Result string
+			TraceID                           string `json:"trace_id"`
+			Duration                          int64  `json:"duration_ns"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("tail line %q: %v", line, err)
+		}
+		kind, ok := want[r.TraceID]
+		switch {
+		case !ok:
+			t.Errorf("the tail printed %s reconcile %s (%s, %s), which is neither slow nor failed", r.Result, r.TraceID, r.Name, time.Duration(r.Duration))
+		case kind == colSlow && time.Duration(r.Duration) < colSlowThreshold, kind == colFailed && r.Result != "error":
+			t.Errorf("the tail printed %s reconcile %s as %s, %s", kind, r.TraceID, r.Result, time.Duration(r.Duration))
+		}
+		if r.Service != service || r.Controller != colController {
+			t.Errorf("line %q: want service %s, controller %s", line, service, colController)
+		}
+		printed[r.TraceID] = true
+	}
+	if len(printed) != len(want) {
+		t.Errorf("the tail printed %d of the %d slow and failed reconciles", len(printed), len(want))
+	}
+
+	out, err = exec.CommandContext(ctx, bin, "kafka", "stats", "-brokers", kafka.Bootstrap, "-from-start", "-interval", "5s", "-min-duration", colSlowThreshold.String(), "-group", "").Output()
+	if err != nil {
+		t.Fatalf("watchtower kafka stats: %v\n%s", err, out)
+	}
+	// service/controller  reconciles/s  failed  slow  p50  p99
+	var row []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 6 && f[0] == service+"/"+colController {
+			row = f
+		}
+	}
+	if row == nil || row[2] != strconv.Itoa(plan.Failed) || row[3] != strconv.Itoa(plan.Slow) {
+		t.Errorf("stats: want %s/%s with %d failed and %d slow:\n%s", service, colController, plan.Failed, plan.Slow, out)
+	}
+	t.Logf("watchtower kafka tail printed the %d slow and failed reconciles of %d; stats:\n%s", len(printed), plan.total(), out)
 }

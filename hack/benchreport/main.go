@@ -188,6 +188,7 @@ func report(r map[string]*result, order []string, command, binary string) string
 	}
 	collectorDown(p, r)
 	consolePages(p, r)
+	kafkaTail(p, r)
 	if c, ok := r["BenchmarkCollectorGatewayThroughput"]; ok {
 		x := func(unit string) float64 { return median(c.extra[unit]) }
 		p("\n## Collector (otelcol-watchtower, deploy/collector/gateway.yaml)\n\n")
@@ -315,6 +316,26 @@ func consolePages(p func(string, ...any), r map[string]*result) {
 	}
 	p("\nBaselines: a Jaeger search %.1f ms, a trace by ID %.1f ms, a Prometheus query %.1f ms (each the client's wall time).\n",
 		search, ms("baseline=jaeger-trace"), query)
+}
+
+// kafkaTail writes the section of BenchmarkTail (watchtower kafka tail), when the input has it.
+func kafkaTail(p func(string, ...any), r map[string]*result) {
+	tail, ok := r["BenchmarkTail/tail"]
+	base, ok2 := r["BenchmarkTail/decode-only"]
+	if !ok || !ok2 {
+		return
+	}
+	p("\n## watchtower kafka tail\n\n")
+	p("`BenchmarkTail` (kafka/cmd/watchtower/tail_test.go): one spans record as the gateway writes it — a reconcile span with 11\n")
+	p("attributes and 6 API-call children — decoded and filtered as `tail` does, against decoding alone, on one core.\n\n")
+	p("| | ns/record | spans/s on one core | allocs/record |\n|---|---|---|---|\n")
+	p("| decode only | %.0f | %.0f | %.0f |\n", median(base.ns), median(base.extra["spans/s"]), median(base.extra["allocs/op"]))
+	p("| tail (decode, find the reconcile, filter) | %.0f | %.0f | %.0f |\n", median(tail.ns), median(tail.extra["spans/s"]), median(tail.extra["allocs/op"]))
+	p("\nThe tail costs %.2f× decoding alone.", median(tail.ns)/median(base.ns))
+	if c, ok := r["BenchmarkCollectorGatewayThroughput"]; ok && len(c.extra["spans/cpu-s"]) > 0 {
+		p(" One core keeps up with %.1f× the gateway's throughput per CPU measured above.", median(tail.extra["spans/s"])/median(c.extra["spans/cpu-s"]))
+	}
+	p("\n")
 }
 
 func cpuModel() string {
