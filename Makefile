@@ -74,6 +74,8 @@ test-unit: ## fast tests: in-memory exporters, fake clients, the harness' own pr
 	@hack/tools.sh helm >/dev/null # the operator renders the chart as `helm template` does: its test compares
 	cd $(OPERATOR) && go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	cd kafka && go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	@hack/tools.sh python-venv >/dev/null # the Python consumer's unit tests, in the pinned environment
+	cd python && PYTHONDONTWRITEBYTECODE=1 $(TOOLS_DIR)/python-venv-$(PYTHON_VENV_VERSION)/bin/python -m pytest -q -p no:cacheprovider tests
 	@for m in $(COLLECTOR_MODULES); do echo "test-unit: $$m"; (cd $$m && go test -race -count=1 $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-integration

@@ -19,7 +19,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools_dir=${WATCHTOWER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gowatchtower/tools}
 if [ "${1:-}" = "--dir" ]; then echo "$tools_dir"; exit 0; fi
 
-all=(kube-apiserver kubernetes etcd coredns envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm)
+all=(kube-apiserver kubernetes etcd coredns envtest jaeger prometheus alertmanager builder telemetrygen kafka staticcheck controller-gen helm python-venv)
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=("${all[@]}")
 
@@ -53,6 +53,12 @@ need_go() {
   fi
 }
 
+# need_python: Debian's python3 with its venv module (the Python consumer and its tests).
+need_python() {
+  command -v python3 >/dev/null || die "python3 is required for the Python consumer (Debian: apt-get install python3 python3-venv)"
+  python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3's venv module is missing (Debian: apt-get install python3-venv)"
+}
+
 need_java() {
   command -v java >/dev/null || die "Java 17 or newer is required to run Apache Kafka and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)"
   local v
@@ -78,7 +84,7 @@ need_host_packages() {
   [ "$(uname -s)" = Linux ] || die "the test harness needs Linux (/proc, namespaces, cgroups); this is $(uname -s)"
   if [ ${#missing[@]} -gt 0 ]; then
     die "missing host packages: $(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')— install them with:
-  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven chromium"
+  apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven chromium python3-venv"
   fi
 }
 
@@ -88,7 +94,8 @@ if [ "${1:-}" = --check ]; then
   need_go
   need_host_packages
   need_java
-  log "prerequisites present: Go $(go env GOVERSION | sed 's/^go//'), Linux, the host packages, Java and Maven"
+  need_python
+  log "prerequisites present: Go $(go env GOVERSION | sed 's/^go//'), Linux, the host packages, Java, Maven and Python"
   exit 0
 fi
 
@@ -348,6 +355,14 @@ build_telemetrygen() {
 
 build_controller_gen() { go_install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"; "$out/controller-gen" --version; }
 
+# build_python_venv: a virtual environment with python/requirements.txt (pinned) from PyPI. The
+# tests run its bin/python (-m pytest, -m pip): those work from the folder it is moved to.
+build_python_venv() {
+  python3 -m venv "$out"
+  "$out/bin/python" -m pip install --disable-pip-version-check --no-input -r "$repo/python/requirements.txt"
+  "$out/bin/python" -c 'import confluent_kafka, opentelemetry.proto, pytest; print("confluent-kafka", confluent_kafka.version()[0])'
+}
+
 build_helm() {
   # The ldflags of helm's own Makefile: reported version, and the Kubernetes version helm
   # template/lint assume without a cluster (1.<minor of its client-go>).
@@ -397,6 +412,7 @@ for name in "${want[@]}"; do
     controller-gen) need_go; component controller-gen "$CONTROLLER_TOOLS_VERSION" 1000 build_controller_gen ;;
     helm)         need_go; component helm "$HELM_VERSION" 1500 build_helm ;;
     kafka)        need_java; component kafka "$KAFKA_VERSION" 500 build_kafka tools/kafka/pom.xml tools/kafka/log4j2.properties ;;
+    python-venv)  need_python; component python-venv "$PYTHON_VENV_VERSION" 300 build_python_venv python/requirements.txt ;;
     *) die "unknown component '$name'; known: ${all[*]}" ;;
   esac
 done

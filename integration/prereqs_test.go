@@ -18,8 +18,14 @@ func TestPrereqsNameTheMissingPackage(t *testing.T) {
 	// A PATH holding everything the check looks for, and what the script itself runs, but gcc.
 	bin := t.TempDir()
 	for _, cmd := range []string{"bash", "env", "dirname", "sed", "awk", "uname", "mkdir", "sort", "tr", "cat", "head",
-		"go", "java", "mvn", "containerd", "ctr", "runc", "nsenter", "unshare", "flock", "ip", "iptables", "curl", "apt-get", "make", "git", "chromium", "gcc"} {
+		"go", "java", "mvn", "containerd", "ctr", "runc", "nsenter", "unshare", "flock", "ip", "iptables", "curl", "apt-get", "make", "git", "chromium", "python3", "gcc"} {
 		p, err := exec.LookPath(cmd)
+		if cmd == "python3" {
+			// Debian's, which the README installs; a version manager's shim needs its own PATH.
+			if _, err := os.Stat("/usr/bin/python3"); err == nil {
+				p = "/usr/bin/python3"
+			}
+		}
 		if err != nil {
 			t.Fatalf("this machine lacks %s, which the check itself needs: %v", cmd, err)
 		}
@@ -43,7 +49,7 @@ func TestPrereqsNameTheMissingPackage(t *testing.T) {
 	if err == nil {
 		t.Fatalf("without gcc the check passed:\n%s", out)
 	}
-	for _, want := range []string{"missing host packages: gcc", "apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven chromium"} {
+	for _, want := range []string{"missing host packages: gcc", "apt-get install -y containerd runc containernetworking-plugins iptables iproute2 util-linux curl gcc make git openjdk-17-jdk-headless maven chromium python3-venv"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("without gcc the check says\n%s\nwant it to say %q", out, want)
 		}

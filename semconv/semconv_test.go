@@ -24,8 +24,9 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for file, want := range map[string][]byte{
-		"semconv.gen.go":     wantGo,
-		"../docs/semconv.md": reg.GenerateMarkdown(),
+		"semconv.gen.go":                          wantGo,
+		"../docs/semconv.md":                      reg.GenerateMarkdown(),
+		"../python/gowatchtower_kafka/semconv.py": reg.GeneratePython(),
 	} {
 		got, err := os.ReadFile(file)
 		if err != nil {

@@ -1,4 +1,5 @@
-// Command semconvgen generates semconv/semconv.gen.go and docs/semconv.md from
+// Command semconvgen generates semconv/semconv.gen.go, docs/semconv.md and the Python module
+// python/gowatchtower_kafka/semconv.py from
 // semconv/registry.yaml. Run it through `make generate` from the repository root.
 package main
 
@@ -14,14 +15,15 @@ func main() {
 	registry := flag.String("registry", "semconv/registry.yaml", "registry file")
 	goOut := flag.String("go", "semconv/semconv.gen.go", "generated Go file")
 	mdOut := flag.String("doc", "docs/semconv.md", "generated reference page")
+	pyOut := flag.String("python", "python/gowatchtower_kafka/semconv.py", "generated Python module")
 	flag.Parse()
-	if err := run(*registry, *goOut, *mdOut); err != nil {
+	if err := run(*registry, *goOut, *mdOut, *pyOut); err != nil {
 		fmt.Fprintln(os.Stderr, "semconvgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(registry, goOut, mdOut string) error {
+func run(registry, goOut, mdOut, pyOut string) error {
 	data, err := os.ReadFile(registry)
 	if err != nil {
 		return err
@@ -35,6 +37,9 @@ func run(registry, goOut, mdOut string) error {
 		return err
 	}
 	if err := os.WriteFile(goOut, src, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(pyOut, reg.GeneratePython(), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(mdOut, reg.GenerateMarkdown(), 0o644)
