@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,26 +25,10 @@ func TestPythonConsumerReadsWhatTheGatewayWrote(t *testing.T) {
 	sent := colSendTraces(ctx, t, gw.OTLPGRPC, service, colPlan{Fast: 60, Slow: 8, Failed: 12}, nil)
 
 	// Installable with pip: into a folder of its own, from the repository's python/.
-	// From a copy: setuptools builds in the source folder, and the checkout stays clean.
-	src, site := t.TempDir(), t.TempDir()
-	if err := os.CopyFS(src, os.DirFS(filepath.Join(tools.RepoRoot, "python"))); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.CommandContext(ctx, py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
-		"--target", site, src).CombinedOutput(); err != nil {
-		t.Fatalf("pip install ./python: %v\n%s", err, out)
-	}
+	site := installPythonConsumer(t, ctx, py)
 	out := filepath.Join(t.TempDir(), "reconciles.jsonl")
 	run := func(extra ...string) string {
-		args := append([]string{"-m", "gowatchtower_kafka", "--brokers", kafka.Bootstrap, "--group", "python-consumer-test", "--from-start", "--out", out}, extra...)
-		cmd := exec.CommandContext(ctx, py, args...)
-		cmd.Env = append(os.Environ(), "PYTHONPATH="+site)
-		cmd.Dir = t.TempDir() // not the repository: the installed package is what runs
-		b, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("python -m gowatchtower_kafka %v: %v\n%s", extra, err, b)
-		}
-		return strings.TrimSpace(string(b))
+		return runPythonConsumer(t, ctx, py, site, kafka.Bootstrap, "python-consumer-test", out, extra...)
 	}
 	first := run("--max-records", "40")
 	second := run("--idle-exit", "5")
