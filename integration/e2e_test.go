@@ -125,21 +125,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, ctx, "every Workload to report its Reconciled condition", func() (bool, error) {
-		var list demov1alpha1.WorkloadList
-		if err := c.List(ctx, &list); err != nil {
-			return false, err
-		}
-		done := 0
-		for _, w := range list.Items {
-			for _, cond := range w.Status.Conditions {
-				if cond.Type == "Reconciled" && cond.ObservedGeneration == w.Generation {
-					done++
-				}
-			}
-		}
-		return done == len(workloads), nil
-	})
+	waitReconciled(t, ctx, c, len(workloads))
 	// Deleting goes through the finalizer path; deleting the failing ones also ends their retries.
 	for _, name := range []string{"fast-cpu", "flaky", "broken"} {
 		if err := c.Delete(ctx, &demov1alpha1.Workload{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}); err != nil {
@@ -497,4 +483,24 @@ func keys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// waitReconciled waits until n Workloads report a Reconciled condition for their generation.
+func waitReconciled(t *testing.T, ctx context.Context, c client.Client, n int) {
+	t.Helper()
+	waitFor(t, ctx, "every Workload to report its Reconciled condition", func() (bool, error) {
+		var list demov1alpha1.WorkloadList
+		if err := c.List(ctx, &list); err != nil {
+			return false, err
+		}
+		done := 0
+		for _, w := range list.Items {
+			for _, cond := range w.Status.Conditions {
+				if cond.Type == "Reconciled" && cond.ObservedGeneration == w.Generation {
+					done++
+				}
+			}
+		}
+		return done == n, nil
+	})
 }

@@ -43,21 +43,7 @@ func TestKafkaConsumersReadTheExampleOperator(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, ctx, "every Workload to report its Reconciled condition", func() (bool, error) {
-		var list demov1alpha1.WorkloadList
-		if err := c.List(ctx, &list); err != nil {
-			return false, err
-		}
-		done := 0
-		for _, w := range list.Items {
-			for _, cond := range w.Status.Conditions {
-				if cond.Type == "Reconciled" && cond.ObservedGeneration == w.Generation {
-					done++
-				}
-			}
-		}
-		return done == 3, nil
-	})
+	waitReconciled(t, ctx, c, 3)
 	// The operator stops (flushing its spans): what the gateway accepted is then final.
 	if err := op.Stop(); err != nil {
 		t.Fatal(err)

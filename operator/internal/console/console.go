@@ -203,12 +203,11 @@ func cacheForever(h http.Handler) http.Handler {
 
 // pageData is what every page template gets; Page holds the page's own data.
 type pageData struct {
-	Title   string
-	Nav     string
-	Query   string // the search box's content
-	Errors  []string
-	Notices []string
-	Page    any
+	Title  string
+	Nav    string
+	Query  string // the search box's content
+	Errors []string
+	Page   any
 }
 
 func (p *pageData) fail(err error) {

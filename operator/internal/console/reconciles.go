@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -205,7 +206,7 @@ func (c *Console) findReconciles(ctx context.Context, svcs []serviceOps, f recon
 			for _, v := range variants {
 				q := base
 				q.Service, q.Operation, q.MinDuration = s.Service, op, v.min
-				q.Tags = maps(tags)
+				q.Tags = maps.Clone(tags)
 				if v.result != "" {
 					q.Tags[string(semconv.ReconcileResultKey)] = v.result
 				}
@@ -247,14 +248,6 @@ func (c *Console) findReconciles(ctx context.Context, svcs []serviceOps, f recon
 		rows = rows[:f.Limit]
 	}
 	return rows, traces, errs
-}
-
-func maps(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m)+1)
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // matches keeps the reconcile spans of a returned trace that the search was for: Jaeger returns

@@ -32,7 +32,6 @@ func (c *Console) parseTemplates() error {
 		"ago":      func(t time.Time) string { return fmtAgo(time.Since(t)) },
 		"clock":    func(t time.Time) string { return t.Local().Format("15:04:05") },
 		"datetime": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"add":      func(a, b int) int { return a + b },
 		"has":      func(xs []string, x string) bool { return slices.Contains(xs, x) },
 		"dict": func(kv ...any) (map[string]any, error) {
 			m := map[string]any{}
